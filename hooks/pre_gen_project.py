@@ -72,6 +72,9 @@ def check_choice(field: str, value: object, offered: list) -> None:
 
 
 def check_registry_prefix(value: str) -> None:
+    if value.split("/")[0].startswith("localhost:"):
+        # Docker accepts it, but hadolint (2.x) cannot parse the FROM line, failing the lint.
+        raise InvalidAnswer("registry_prefix", value, "write localhost:PORT as 127.0.0.1:PORT")
     if value and not REGISTRY_RE.fullmatch(value):
         raise InvalidAnswer(
             "registry_prefix",

@@ -20,6 +20,7 @@ import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONTAINER_PORT = {{ cookiecutter.port }}
+SLUG = "{{ cookiecutter.project_slug }}"
 
 pytestmark = pytest.mark.container
 
@@ -49,7 +50,7 @@ def image() -> str:
         if os.environ.get("REQUIRE_DOCKER") == "1":
             pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
         pytest.skip(problem)
-    tag = f"{{ cookiecutter.project_slug }}:smoke-{uuid.uuid4().hex[:8]}"
+    tag = f"{SLUG}:smoke-{uuid.uuid4().hex[:8]}"
     flags = shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", ""))
     build = docker("build", *flags, "--tag", tag, str(PROJECT_DIR), timeout=900)
     assert build.returncode == 0, build.stderr[-3000:]
@@ -70,7 +71,7 @@ def wait_for_health(url: str, deadline: float) -> None:
 
 
 def test_container_serves_health_and_stops_gracefully(image: str) -> None:
-    name = f"{{ cookiecutter.project_slug }}-smoke-{uuid.uuid4().hex[:8]}"
+    name = f"{SLUG}-smoke-{uuid.uuid4().hex[:8]}"
     publish = f"127.0.0.1::{CONTAINER_PORT}"  # an ephemeral host port: never clashes
     run = docker("run", "--detach", "--name", name, "--publish", publish, image)
     assert run.returncode == 0, run.stderr

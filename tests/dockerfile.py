@@ -1,0 +1,51 @@
+"""A small Dockerfile reader for property tests: instructions with their preceding comments."""
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Instruction:
+    keyword: str  # upper case: FROM, RUN, ...
+    args: str  # continuation lines joined, flags included
+    comment: str  # the comment lines right above it, joined
+
+    def exec_form(self) -> list[str]:
+        """The JSON array of an exec-form CMD/ENTRYPOINT (after any flags)."""
+        return json.loads(self.args[self.args.index("[") :])
+
+
+def parse(path: Path) -> list[Instruction]:
+    instructions, comment, pending = [], [], ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and stripped.startswith("#"):
+            comment.append(stripped.lstrip("# "))
+            continue
+        if not stripped:
+            if not pending:
+                comment = []
+            continue
+        pending += " " + stripped.removesuffix("\\").strip() if pending else stripped.removesuffix("\\").strip()
+        if stripped.endswith("\\"):
+            continue
+        keyword, _, args = pending.partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip(), " ".join(comment)))
+        pending, comment = "", []
+    return instructions
+
+
+def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
+    """Instructions grouped by build stage (each list starts with its FROM)."""
+    groups: list[list[Instruction]] = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            groups.append([])
+        groups[-1].append(instruction)
+    return groups
+
+
+def from_image(instruction: Instruction) -> str:
+    return re.split(r"\s+", instruction.args)[0]

@@ -1,0 +1,253 @@
+"""Tier 1: the hooks' functions, imported from the rendered hooks, and the post-gen hook's Docker
+preflight in hostile environments (no docker, a docker that hangs, a daemon that is down, CI)."""
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hooks_loader import TEMPLATE, default_context, load_hook
+
+
+@pytest.fixture
+def pre(tmp_path):
+    return load_hook("pre_gen_project", tmp_path)
+
+
+@pytest.fixture
+def post(tmp_path):
+    return load_hook("post_gen_project", tmp_path)
+
+
+# ---- pre_gen_project: validation -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("slug", ["my-service", "a", "api2", "x" * 63, "a-1-b"])
+def test_valid_slugs(pre, slug):
+    pre.check_slug(slug)
+
+
+@pytest.mark.parametrize(
+    "slug", ["", "My-Service", "1api", "-a", "a-", "a--b", "a_b", "a.b", "a b", "../a", "x" * 64, "é"]
+)
+def test_invalid_slugs_name_the_field_and_the_rule(pre, slug):
+    with pytest.raises(pre.InvalidAnswer, match=r"^project_slug .* lowercase letters"):
+        pre.check_slug(slug)
+
+
+@pytest.mark.parametrize("value", ["1", "80", "8000", "65535"])
+def test_valid_ports(pre, value):
+    pre.check_int("port", value, 1, 65535)
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "70000", "abc", "-1", "80.0", " 80", "", "８０"])
+def test_invalid_ports(pre, value):
+    with pytest.raises(pre.InvalidAnswer, match=r"^port .* a whole number from 1 to 65535"):
+        pre.check_int("port", value, 1, 65535)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["", "registry.example.com", "registry.example.com:5000", "127.0.0.1:5000/mirror", "localhost",
+     "artifactory.example.com/docker-remote/library", "10.0.0.1:443/a_b"],
+)
+def test_valid_registry_prefixes(pre, prefix):
+    pre.check_registry_prefix(prefix)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["https://registry.example.com", "registry.example.com/", "Registry.example.com", "a b",
+     "registry.example.com:port", "/mirror", "registry.example.com//x", "r.example.com/python:3",
+     "localhost:5000/mirror"],
+)
+def test_invalid_registry_prefixes(pre, prefix):
+    """Each is refused with the rule (not a Docker reference prefix, or one hadolint misparses)."""
+    with pytest.raises(pre.InvalidAnswer, match=r"^registry_prefix .* (registry host|127.0.0.1:PORT)"):
+        pre.check_registry_prefix(prefix)
+
+
+@pytest.mark.parametrize(
+    "text", ['say "hi"', "back\\slash", "two\nlines", "tab\there", "$HOME", "`id`", "{{ x }}",
+             "{% if %}", "{# c #}", " padded", "x" * 201]
+)
+def test_text_that_would_break_generated_files_is_refused(pre, text):
+    with pytest.raises(pre.InvalidAnswer, match=r"^project_name "):
+        pre.check_text("project_name", text)
+
+
+@pytest.mark.parametrize("text", ["O'Reilly <API> & co: #1", "Café Ünïcode", "Emoji 🚀 API", "a: b"])
+def test_text_that_is_safe_passes(pre, text):
+    pre.check_text("project_name", text)
+
+
+def test_choices_are_checked_against_what_cookiecutter_json_offers(pre):
+    context = default_context()
+    pre.validate(context["cookiecutter"], context["_cookiecutter"])
+    bad = dict(context["cookiecutter"], python_version="2.7")
+    with pytest.raises(pre.InvalidAnswer, match=r"^python_version '2.7' .* one of 3.13, "):
+        pre.validate(bad, context["_cookiecutter"])
+
+
+def test_booleans_must_be_booleans(pre):
+    context = default_context()
+    bad = dict(context["cookiecutter"], use_compose="maybe")
+    with pytest.raises(pre.InvalidAnswer, match=r"^use_compose 'maybe' .* true or false"):
+        pre.validate(bad, context["_cookiecutter"])
+
+
+# ---- post_gen_project: pruning -----------------------------------------------------------------
+
+
+def test_unused_paths_follow_the_options(post):
+    answers = dict(use_compose=False, use_kubernetes=False, ci="none")
+    assert set(post.unused_paths(answers)) == {"compose.yaml", "k8s", ".github", ".gitlab-ci.yml"}
+    answers = dict(use_compose=True, use_kubernetes=True, ci="github")
+    assert post.unused_paths(answers) == [".gitlab-ci.yml"]
+
+
+def test_remove_paths_is_idempotent(post, tmp_path):
+    root = tmp_path / "project"
+    (root / "k8s").mkdir(parents=True)
+    (root / "k8s" / "deployment.yaml").write_text("x")
+    (root / "compose.yaml").write_text("x")
+    (root / "main.py").write_text("x")
+    for _ in range(2):  # cruft re-runs the hook on every update
+        post.remove_paths(root, ["k8s", "compose.yaml", ".github"])
+    assert [p.name for p in root.iterdir()] == ["main.py"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "mode"),
+    [({}, "on"), ({"CI": "true"}, "off"), ({"CI": "1"}, "off"), ({"CI": "false"}, "on"),
+     ({"FASTAPI_DOCKER_PREFLIGHT": "off"}, "off"),
+     ({"CI": "true", "FASTAPI_DOCKER_PREFLIGHT": "strict"}, "strict"),
+     ({"FASTAPI_DOCKER_PREFLIGHT": "STRICT "}, "strict")],
+)
+def test_preflight_mode(post, environ, mode):
+    assert post.preflight_mode(environ) == mode
+
+
+# ---- post_gen_project: the preflight through the real cookiecutter CLI ------------------------
+
+
+def fake_docker(bin_dir: Path, body: str) -> None:
+    """A `docker` executable on PATH that behaves as body (a shell script) says."""
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "docker"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def generate(tmp_path: Path, path: str, *answers: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the real `cookiecutter` command line as a user would, with PATH limited to path."""
+    environ = {k: v for k, v in os.environ.items() if k not in {"CI", "FASTAPI_DOCKER_PREFLIGHT"}}
+    environ.update(PATH=path, HOME=str(tmp_path), **env)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(out), str(TEMPLATE)]
+    return subprocess.run(
+        [*command, *answers], env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+def warnings_of(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
+
+
+def test_no_docker_on_path_warns_and_generates(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = generate(tmp_path, str(empty), f"port={free_port()}")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "my-service" / "Dockerfile").is_file()
+    [warning] = warnings_of(result)
+    assert "docker CLI is not on PATH" in warning and "docs.docker.com" in warning
+    assert "cd my-service" in result.stdout
+
+
+def test_hung_docker_is_bounded(tmp_path):
+    fake_docker(tmp_path / "bin", "exec /bin/sleep 600\n")
+    started = time.monotonic()
+    result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    [warning] = warnings_of(result)
+    assert "did not answer within 5 s" in warning
+    assert elapsed < 60, f"generation took {elapsed:.0f} s with a hung docker"
+
+
+def test_daemon_down_warns_with_the_fix(tmp_path):
+    fake_docker(
+        tmp_path / "bin",
+        'if [ "$1" = info ]; then\n'
+        '  echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock." >&2; exit 1\n'
+        "fi\necho ok\n",
+    )
+    result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
+    assert result.returncode == 0, result.stderr
+    [warning] = warnings_of(result)
+    assert "Docker daemon is not available (Cannot connect" in warning
+    assert "systemctl start docker" in warning
+
+
+def test_missing_plugins_are_named(tmp_path):
+    fake_docker(tmp_path / "bin", 'if [ "$1" = info ]; then echo 20.10; exit 0; fi\n'
+                'echo "docker: unknown command: docker $1" >&2; exit 1\n')
+    result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
+    assert result.returncode == 0, result.stderr
+    warnings = warnings_of(result)
+    assert len(warnings) == 2
+    assert "buildx" in warnings[0] and "compose v2" in warnings[1]
+
+
+def test_busy_port_is_reported(tmp_path):
+    fake_docker(tmp_path / "bin", "echo ok\n")
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = generate(tmp_path, str(tmp_path / "bin"), f"port={port}")
+    assert result.returncode == 0, result.stderr
+    [warning] = warnings_of(result)
+    assert f"port {port} is already in use" in warning
+
+
+def test_all_present_means_no_warnings(tmp_path):
+    fake_docker(tmp_path / "bin", "echo ok\n")
+    result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
+    assert result.returncode == 0, result.stderr
+    assert warnings_of(result) == []
+
+
+def test_ci_skips_the_preflight(tmp_path):
+    fake_docker(tmp_path / "bin", "exec /bin/sleep 600\n")
+    result = generate(tmp_path, str(tmp_path / "bin"), CI="true")
+    assert result.returncode == 0, result.stderr
+    assert warnings_of(result) == []
+    assert "Docker preflight skipped" in result.stdout
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_strict_mode_fails_and_leaves_nothing(tmp_path, ci):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = generate(tmp_path, str(empty), CI=ci, FASTAPI_DOCKER_PREFLIGHT="strict")
+    assert result.returncode != 0
+    assert "ERROR: the docker CLI is not on PATH" in result.stderr
+    assert not (tmp_path / "out" / "my-service").exists()
+
+
+def test_low_port_warns_about_kubernetes(tmp_path):
+    result = generate(tmp_path, str(tmp_path), "port=80", FASTAPI_DOCKER_PREFLIGHT="off")
+    assert result.returncode == 0, result.stderr
+    assert "port 80 is below 1024" in result.stderr
