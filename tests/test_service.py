@@ -1,0 +1,138 @@
+"""Tier 3: the generated service works without Docker.
+
+Its locked requirements install with --require-hashes, its own lint and tests pass through its
+Makefile, the lock resolves to wheels for every offered Python on amd64 and arm64, `make lock`
+reproduces the lock, and uvicorn serves the app for real on a loopback port.
+"""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import COOKIECUTTER_JSON, TEMPLATE, bake
+
+SERVICE = TEMPLATE / "{{cookiecutter.project_slug}}"
+VARIANTS = [{}, {"port": "8080", "python_version": "3.11", "installer": "uv"}, {"project_name": "Café API"}]
+
+
+@pytest.fixture(scope="session")
+def venv(tmp_path_factory) -> Path:
+    """A venv with the generated requirements-dev.txt, installed the way `make install` does."""
+    lock = (SERVICE / "requirements-dev.txt").read_bytes()
+    cache = TEMPLATE / "build" / f"service-venv-{hashlib.sha256(lock).hexdigest()[:12]}"
+    if not (cache / "bin" / "pytest").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
+        pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "--require-hashes", "-r", str(SERVICE / "requirements-dev.txt")], check=True)
+    return cache
+
+
+@pytest.fixture(scope="module", params=VARIANTS, ids=["defaults", "port8080-py311-uv", "cafe"])
+def project(request, tmp_path_factory) -> Path:
+    return bake(tmp_path_factory.mktemp("service"), **request.param)
+
+
+def make(project: Path, venv: Path, *targets: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", *targets, f"VENV={venv}"],
+        cwd=project, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+    )
+
+
+def test_own_lint_and_tests_pass(project, venv):
+    result = make(project, venv, "lint", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed, 1 deselected" in result.stdout  # the container test waits for `make smoke`
+
+
+def test_make_help_lists_every_target(project, venv):
+    result = make(project, venv, "help")
+    makefile = (project / "Makefile").read_text()
+    phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:")).split()[1:]
+    assert sorted(line.split()[0] for line in result.stdout.splitlines()) == sorted(phony)
+
+
+def test_make_lock_reproduces_the_committed_lock(project, venv):
+    before = {n: (project / n).read_text() for n in ("requirements.txt", "requirements-dev.txt")}
+    env = {"SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE") or os.environ.get("PIP_CERT", "")}
+    result = make(project, venv, "lock", **{k: v for k, v in env.items() if v})
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name, text in before.items():
+        # The shipped lock's floor is the oldest offered Python, the project's is its own: the
+        # "via" comments and markers may differ, the pinned versions and hashes must not.
+        after = pins((project / name).read_text())
+        assert after == pins(text), f"`make lock` changed the pins of {name}: the lock is stale"
+
+
+def pins(lock: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """{package: (version, hashes)} of a hash-pinned requirements file."""
+    result = {}
+    for entry in re.split(r"\n(?=[a-z])", lock):
+        if "==" in entry:
+            name, _, rest = entry.partition("==")
+            result[name] = (re.split(r"[ ;]", rest)[0], frozenset(re.findall(r"sha256:(\w+)", entry)))
+    return result
+
+
+@pytest.mark.parametrize("python", COOKIECUTTER_JSON["python_version"])
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_lock_has_wheels_for_every_offered_python(tmp_path, python, arch):
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        "--python-version", python, "--implementation", "cp", "--require-hashes",
+        "--platform", f"manylinux_2_28_{arch}", "--platform", f"manylinux_2_17_{arch}",
+        "--platform", f"manylinux2014_{arch}", "--platform", f"manylinux_2_5_{arch}",
+        "--dest", str(tmp_path), "-r", str(SERVICE / "requirements.txt"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pins = [line for line in (SERVICE / "requirements.txt").read_text().splitlines() if "==" in line]
+    assert len(list(tmp_path.iterdir())) == len(pins)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, deadline: float) -> tuple[int, dict]:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, json.load(response)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_uvicorn_serves_the_app(project, venv):
+    port = free_port()
+    env = dict(os.environ, UVICORN_ROOT_PATH="/api", UVICORN_LOG_LEVEL="warning")
+    server = subprocess.Popen(
+        [str(venv / "bin" / "uvicorn"), "main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert get(f"{base}/", time.monotonic() + 20) == (200, {"Hello": "World"})
+        assert get(f"{base}/health", time.monotonic() + 5) == (200, {"status": "ok"})
+        # Settings come from the environment: the root path shows in the OpenAPI servers.
+        _, openapi = get(f"{base}/openapi.json", time.monotonic() + 5)
+        assert openapi["servers"] == [{"url": "/api"}]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=15)
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught (exit 143 in a container).
+    assert server.returncode in {0, -signal.SIGTERM}, output
+    assert "INFO" not in output  # UVICORN_LOG_LEVEL=warning was honoured
