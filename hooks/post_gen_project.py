@@ -100,7 +100,9 @@ def docker_warnings(port: int) -> list[str]:
     for command, what, fix in checks:
         result = run_bounded(command)
         if result is None:
-            warnings.append(f"{what} did not answer within {DOCKER_TIMEOUT} s (`{' '.join(command[1:3])}` hangs): {fix}")
+            warnings.append(
+                f"{what} did not answer within {DOCKER_TIMEOUT} s (`{' '.join(command[1:3])}` hangs): {fix}"
+            )
             break  # a hung docker would hang every further call too
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
@@ -140,7 +142,10 @@ def main() -> int:
     remove_paths(Path.cwd(), unused_paths(context))
     port = int(context["port"])
     if port < 1024:
-        print(f"WARNING: port {port} is below 1024: a non-root pod cannot bind it in Kubernetes", file=sys.stderr)
+        print(
+            f"WARNING: port {port} is below 1024: a non-root pod cannot bind it in Kubernetes",
+            file=sys.stderr,
+        )
     mode = preflight_mode(dict(os.environ))
     if mode == "off":
         print("Docker preflight skipped (CI or FASTAPI_DOCKER_PREFLIGHT=off).")
@@ -150,7 +155,10 @@ def main() -> int:
         for warning in warnings:
             print(f"{label}: {warning}", file=sys.stderr)
         if warnings and mode == "strict":
-            print("ERROR: FASTAPI_DOCKER_PREFLIGHT=strict and Docker is not ready; nothing was generated", file=sys.stderr)
+            print(
+                "ERROR: FASTAPI_DOCKER_PREFLIGHT=strict and Docker is not ready; nothing was generated",
+                file=sys.stderr,
+            )
             return 1
     print(next_steps(context))
     return 0

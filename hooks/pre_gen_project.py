@@ -46,7 +46,9 @@ def check_text(field: str, value: str, *, required: bool = True) -> None:
     if value != value.strip():
         raise InvalidAnswer(field, value, "no leading or trailing spaces")
     if any(not ch.isprintable() for ch in value):
-        raise InvalidAnswer(field, value, "one line of printable text (no newlines, tabs or control characters)")
+        raise InvalidAnswer(
+            field, value, "one line of printable text (no newlines, tabs or control characters)"
+        )
     for token in FORBIDDEN_TEXT:
         if token in value:
             raise InvalidAnswer(field, value, "text without " + " ".join(FORBIDDEN_TEXT))
@@ -57,7 +59,8 @@ def check_slug(value: str) -> None:
         raise InvalidAnswer(
             "project_slug",
             value,
-            f"lowercase letters, digits and single dashes, starting with a letter, at most {SLUG_MAX} characters",
+            "lowercase letters, digits and single dashes, starting with a letter, "
+            f"at most {SLUG_MAX} characters",
         )
 
 

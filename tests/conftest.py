@@ -10,6 +10,7 @@ environment of scripts/offline-env.sh sets it): the URL reaches the build as the
 the host network so that a loopback mirror is reachable.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ TEMPLATE = Path(__file__).resolve().parent.parent
 COOKIECUTTER_JSON = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 BIN = Path(sys.executable).parent  # the test venv's tools: ruff, hadolint, checkov, ...
 INDEX_URL_ENV = "FASTAPI_DOCKER_INDEX_URL"
+SERVICE = TEMPLATE / "{{cookiecutter.project_slug}}"
 
 
 def choices() -> dict[str, list]:
@@ -45,9 +47,7 @@ def tool(name: str) -> str:
 
 def bake(output_dir: Path, **answers: object) -> Path:
     """Generate a project with the cookiecutter API, as `cookiecutter --no-input k=v` would."""
-    project = cookiecutter(
-        str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)
-    )
+    project = cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir))
     return Path(project)
 
 
@@ -149,8 +149,19 @@ def pairwise(options: dict[str, list]) -> list[dict]:
                 row[k] = max(
                     options[k],
                     key=lambda v, k=k: sum(
-                        (k2, row[k2], k, v) in uncovered or (k, v, k2, row[k2]) in uncovered
-                        for k2 in row
+                        (k2, row[k2], k, v) in uncovered or (k, v, k2, row[k2]) in uncovered for k2 in row
                     ),
                 )
         rows.append({k: row[k] for k in keys})
+
+
+@pytest.fixture(scope="session")
+def venv(tmp_path_factory) -> Path:
+    """A venv with the generated requirements-dev.txt, installed the way `make install` does."""
+    lock = (SERVICE / "requirements-dev.txt").read_bytes()
+    cache = TEMPLATE / "build" / f"service-venv-{hashlib.sha256(lock).hexdigest()[:12]}"
+    if not (cache / "bin" / "pytest").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
+        pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "--require-hashes", "-r", str(SERVICE / "requirements-dev.txt")], check=True)
+    return cache

@@ -28,7 +28,9 @@ def parse(path: Path) -> list[Instruction]:
             if not pending:
                 comment = []
             continue
-        pending += " " + stripped.removesuffix("\\").strip() if pending else stripped.removesuffix("\\").strip()
+        pending += (
+            " " + stripped.removesuffix("\\").strip() if pending else stripped.removesuffix("\\").strip()
+        )
         if stripped.endswith("\\"):
             continue
         keyword, _, args = pending.partition(" ")

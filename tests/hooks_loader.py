@@ -15,12 +15,8 @@ TEMPLATE = Path(__file__).resolve().parent.parent
 
 def default_context(**answers: object) -> dict:
     """The full rendering context of `cookiecutter --no-input` with these answers."""
-    context = generate_context(
-        context_file=str(TEMPLATE / "cookiecutter.json"), extra_context=answers
-    )
-    context["_cookiecutter"] = {
-        k: v for k, v in context["cookiecutter"].items() if not k.startswith("_")
-    }
+    context = generate_context(context_file=str(TEMPLATE / "cookiecutter.json"), extra_context=answers)
+    context["_cookiecutter"] = {k: v for k, v in context["cookiecutter"].items() if not k.startswith("_")}
     context["cookiecutter"] = prompt_for_config(context, no_input=True)
     return context
 

@@ -52,8 +52,15 @@ def test_invalid_ports(pre, value):
 
 @pytest.mark.parametrize(
     "prefix",
-    ["", "registry.example.com", "registry.example.com:5000", "127.0.0.1:5000/mirror", "localhost",
-     "artifactory.example.com/docker-remote/library", "10.0.0.1:443/a_b"],
+    [
+        "",
+        "registry.example.com",
+        "registry.example.com:5000",
+        "127.0.0.1:5000/mirror",
+        "localhost",
+        "artifactory.example.com/docker-remote/library",
+        "10.0.0.1:443/a_b",
+    ],
 )
 def test_valid_registry_prefixes(pre, prefix):
     pre.check_registry_prefix(prefix)
@@ -61,9 +68,17 @@ def test_valid_registry_prefixes(pre, prefix):
 
 @pytest.mark.parametrize(
     "prefix",
-    ["https://registry.example.com", "registry.example.com/", "Registry.example.com", "a b",
-     "registry.example.com:port", "/mirror", "registry.example.com//x", "r.example.com/python:3",
-     "localhost:5000/mirror"],
+    [
+        "https://registry.example.com",
+        "registry.example.com/",
+        "Registry.example.com",
+        "a b",
+        "registry.example.com:port",
+        "/mirror",
+        "registry.example.com//x",
+        "r.example.com/python:3",
+        "localhost:5000/mirror",
+    ],
 )
 def test_invalid_registry_prefixes(pre, prefix):
     """Each is refused with the rule (not a Docker reference prefix, or one hadolint misparses)."""
@@ -72,8 +87,20 @@ def test_invalid_registry_prefixes(pre, prefix):
 
 
 @pytest.mark.parametrize(
-    "text", ['say "hi"', "back\\slash", "two\nlines", "tab\there", "$HOME", "`id`", "{{ x }}",
-             "{% if %}", "{# c #}", " padded", "x" * 201]
+    "text",
+    [
+        'say "hi"',
+        "back\\slash",
+        "two\nlines",
+        "tab\there",
+        "$HOME",
+        "`id`",
+        "{{ x }}",
+        "{% if %}",
+        "{# c #}",
+        " padded",
+        "x" * 201,
+    ],
 )
 def test_text_that_would_break_generated_files_is_refused(pre, text):
     with pytest.raises(pre.InvalidAnswer, match=r"^project_name "):
@@ -123,10 +150,15 @@ def test_remove_paths_is_idempotent(post, tmp_path):
 
 @pytest.mark.parametrize(
     ("environ", "mode"),
-    [({}, "on"), ({"CI": "true"}, "off"), ({"CI": "1"}, "off"), ({"CI": "false"}, "on"),
-     ({"FASTAPI_DOCKER_PREFLIGHT": "off"}, "off"),
-     ({"CI": "true", "FASTAPI_DOCKER_PREFLIGHT": "strict"}, "strict"),
-     ({"FASTAPI_DOCKER_PREFLIGHT": "STRICT "}, "strict")],
+    [
+        ({}, "on"),
+        ({"CI": "true"}, "off"),
+        ({"CI": "1"}, "off"),
+        ({"CI": "false"}, "on"),
+        ({"FASTAPI_DOCKER_PREFLIGHT": "off"}, "off"),
+        ({"CI": "true", "FASTAPI_DOCKER_PREFLIGHT": "strict"}, "strict"),
+        ({"FASTAPI_DOCKER_PREFLIGHT": "STRICT "}, "strict"),
+    ],
 )
 def test_preflight_mode(post, environ, mode):
     assert post.preflight_mode(environ) == mode
@@ -155,9 +187,7 @@ def generate(tmp_path: Path, path: str, *answers: str, **env: str) -> subprocess
     environ.update(PATH=path, HOME=str(tmp_path), **env)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(out), str(TEMPLATE)]
-    return subprocess.run(
-        [*command, *answers], env=environ, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([*command, *answers], env=environ, capture_output=True, text=True, timeout=120)
 
 
 def warnings_of(result: subprocess.CompletedProcess) -> list[str]:
@@ -201,8 +231,11 @@ def test_daemon_down_warns_with_the_fix(tmp_path):
 
 
 def test_missing_plugins_are_named(tmp_path):
-    fake_docker(tmp_path / "bin", 'if [ "$1" = info ]; then echo 20.10; exit 0; fi\n'
-                'echo "docker: unknown command: docker $1" >&2; exit 1\n')
+    fake_docker(
+        tmp_path / "bin",
+        'if [ "$1" = info ]; then echo 20.10; exit 0; fi\n'
+        'echo "docker: unknown command: docker $1" >&2; exit 1\n',
+    )
     result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
     assert result.returncode == 0, result.stderr
     warnings = warnings_of(result)

@@ -67,9 +67,11 @@ def test_refused_cleanly(tmp_path, field, value):
 
 @pytest.mark.parametrize(
     ("answer", "message"),
-    [("python_version=2.7", "2.7 provided for choice variable python_version"),
-     ("installer=poetry", "poetry provided for choice variable installer"),
-     ("use_compose=maybe", "maybe provided for variable use_compose could not be converted")],
+    [
+        ("python_version=2.7", "2.7 provided for choice variable python_version"),
+        ("installer=poetry", "poetry provided for choice variable installer"),
+        ("use_compose=maybe", "maybe provided for variable use_compose could not be converted"),
+    ],
 )
 def test_cookiecutter_refuses_unoffered_choices_before_anything_is_written(tmp_path, answer, message):
     # cookiecutter itself checks choice and boolean answers against cookiecutter.json before our
@@ -82,8 +84,12 @@ def test_cookiecutter_refuses_unoffered_choices_before_anything_is_written(tmp_p
 
 @pytest.mark.parametrize(
     ("name", "slug"),
-    [("Café Ünïcode Service", "cafe-unicode-service"), ("O'Reilly <API> & co: #1", "o-reilly-api-co-1"),
-     ("Emoji 🚀 Service", "emoji-service"), ("UPPER lower 42", "upper-lower-42")],
+    [
+        ("Café Ünïcode Service", "cafe-unicode-service"),
+        ("O'Reilly <API> & co: #1", "o-reilly-api-co-1"),
+        ("Emoji 🚀 Service", "emoji-service"),
+        ("UPPER lower 42", "upper-lower-42"),
+    ],
 )
 def test_unusual_names_render_with_a_derived_slug(tmp_path, name, slug):
     result = cookiecutter_cli(tmp_path, f"project_name={name}")

@@ -68,7 +68,9 @@ def test_nothing_left_unrendered(project):
         if path.is_file():
             text = path.read_text()
             match = LEFTOVER_JINJA.search(text)
-            assert not match, f"{path.relative_to(root)}: {text[max(0, match.start() - 60):match.end() + 60]!r}"
+            assert not match, (
+                f"{path.relative_to(root)}: {text[max(0, match.start() - 60) : match.end() + 60]!r}"
+            )
 
 
 def test_python_compiles_and_is_ruff_clean(project):

@@ -5,7 +5,6 @@ Makefile, the lock resolves to wheels for every offered Python on amd64 and arm6
 reproduces the lock, and uvicorn serves the app for real on a loopback port.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -18,22 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import COOKIECUTTER_JSON, TEMPLATE, bake
+from conftest import COOKIECUTTER_JSON, SERVICE, bake
 
-SERVICE = TEMPLATE / "{{cookiecutter.project_slug}}"
 VARIANTS = [{}, {"port": "8080", "python_version": "3.11", "installer": "uv"}, {"project_name": "Café API"}]
-
-
-@pytest.fixture(scope="session")
-def venv(tmp_path_factory) -> Path:
-    """A venv with the generated requirements-dev.txt, installed the way `make install` does."""
-    lock = (SERVICE / "requirements-dev.txt").read_bytes()
-    cache = TEMPLATE / "build" / f"service-venv-{hashlib.sha256(lock).hexdigest()[:12]}"
-    if not (cache / "bin" / "pytest").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
-        pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--require-hashes", "-r", str(SERVICE / "requirements-dev.txt")], check=True)
-    return cache
 
 
 @pytest.fixture(scope="module", params=VARIANTS, ids=["defaults", "port8080-py311-uv", "cafe"])
@@ -44,7 +30,11 @@ def project(request, tmp_path_factory) -> Path:
 def make(project: Path, venv: Path, *targets: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["make", *targets, f"VENV={venv}"],
-        cwd=project, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
     )
 
 
@@ -87,11 +77,30 @@ def pins(lock: str) -> dict[str, tuple[str, frozenset[str]]]:
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_lock_has_wheels_for_every_offered_python(tmp_path, python, arch):
     command = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-        "--python-version", python, "--implementation", "cp", "--require-hashes",
-        "--platform", f"manylinux_2_28_{arch}", "--platform", f"manylinux_2_17_{arch}",
-        "--platform", f"manylinux2014_{arch}", "--platform", f"manylinux_2_5_{arch}",
-        "--dest", str(tmp_path), "-r", str(SERVICE / "requirements.txt"),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--require-hashes",
+        "--platform",
+        f"manylinux_2_28_{arch}",
+        "--platform",
+        f"manylinux_2_17_{arch}",
+        "--platform",
+        f"manylinux2014_{arch}",
+        "--platform",
+        f"manylinux_2_5_{arch}",
+        "--dest",
+        str(tmp_path),
+        "-r",
+        str(SERVICE / "requirements.txt"),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -121,7 +130,11 @@ def test_uvicorn_serves_the_app(project, venv):
     env = dict(os.environ, UVICORN_ROOT_PATH="/api", UVICORN_LOG_LEVEL="warning")
     server = subprocess.Popen(
         [str(venv / "bin" / "uvicorn"), "main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"

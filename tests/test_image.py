@@ -1,0 +1,334 @@
+"""Tier 4 (marker `docker`): build the generated images with BuildKit and run them for real.
+
+Each scenario bakes a fresh project, builds it with `docker buildx build` (through the package
+mirror when FASTAPI_DOCKER_INDEX_URL is set), and checks what a production container must do:
+serve through the published port and turn healthy, run as a numeric non-root UID, also with a
+read-only root filesystem and no capabilities, stop gracefully and fast while finishing a request
+in flight, carry nothing from the build context or the package caches, rebuild a code-only
+change from the dependency layer cache, and keep build secrets out of the image. The default
+project's README walk-through and its own container smoke test run as written.
+
+Measurements (build times, sizes, time to healthy, stop time) are written to
+build/image-measurements.json for the record; they are not asserted (the benchmark shows speed).
+"""
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import INDEX_URL_ENV, TEMPLATE, bake, build_flags, docker, unique
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
+
+SCENARIOS = {
+    "defaults": {},
+    "python3.11-bookworm": {"python_version": "3.11", "debian_release": "bookworm"},
+    "uv": {"installer": "uv"},
+    "port9090-2workers": {"port": "9090", "workers": "2"},
+    "full": {"base_image_flavour": "full"},
+}
+MEASUREMENTS = TEMPLATE / "build" / "image-measurements.json"
+SLOW_ENDPOINT = '''
+
+@app.get("/slow")
+async def slow() -> dict[str, str]:
+    """Added by the template's tests: a request still in flight when `docker stop` begins."""
+    import asyncio
+
+    await asyncio.sleep(2)
+    return {"slow": "done"}
+'''
+
+
+def record(scenario: str, **values: float) -> None:
+    data = json.loads(MEASUREMENTS.read_text()) if MEASUREMENTS.exists() else {}
+    data.setdefault(scenario, {}).update(values)
+    MEASUREMENTS.parent.mkdir(exist_ok=True)
+    MEASUREMENTS.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def buildx(context: Path, tag: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    result = docker(
+        "buildx",
+        "build",
+        *build_flags(),
+        "--progress",
+        "plain",
+        *extra,
+        "--tag",
+        tag,
+        str(context),
+        timeout=1200,
+    )
+    return result, time.monotonic() - started
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, deadline: float, timeout: float = 2) -> tuple[int, object]:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, json.load(response)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def wait_healthy(name: str, deadline: float) -> None:
+    while True:
+        status = docker("inspect", "--format", "{{.State.Health.Status}}", name).stdout.strip()
+        if status == "healthy":
+            return
+        assert time.monotonic() < deadline, f"{name} is {status}, not healthy: {docker('logs', name).stderr}"
+        time.sleep(0.2)
+
+
+def layers(image: str) -> list[str]:
+    return json.loads(docker("inspect", "--format", "{{json .RootFS.Layers}}", image).stdout)
+
+
+@pytest.fixture(scope="module", params=list(SCENARIOS), ids=list(SCENARIOS))
+def built(request, tmp_path_factory):
+    """(scenario, project dir, image tag, answers) of a fresh project built cold."""
+    scenario, answers = request.param, SCENARIOS[request.param]
+    project = bake(tmp_path_factory.mktemp(scenario), **answers)
+    # Things that must never reach the image, placed in the build context as a developer would.
+    (project / ".git").mkdir()
+    (project / ".git" / "config").write_text("[core]\n")
+    (project / ".env").write_text("API_TOKEN=do-not-ship-me\n")
+    (project / "__pycache__").mkdir()
+    (project / "__pycache__" / "main.cpython-313.pyc").write_bytes(b"stale")
+    (project / ".venv").mkdir()
+    tag = unique(f"fastapi-docker-test-{scenario}")
+    result, seconds = buildx(project, tag, "--no-cache")
+    size = int(docker("image", "inspect", "--format", "{{.Size}}", tag).stdout)
+    record(scenario, cold_build_s=round(seconds, 1), image_mb=round(size / 1e6, 1))
+    yield scenario, project, tag, {"port": "8000", **answers}
+    docker("rmi", "--force", tag, check=False)
+
+
+def test_serves_through_the_published_port_and_turns_healthy(built, cleanup):
+    scenario, _, tag, answers = built
+    name, host_port = unique("fd-run"), free_port()
+    cleanup.append(["rm", "--force", name])
+    started = time.monotonic()
+    docker("run", "--detach", "--name", name, "--publish", f"127.0.0.1:{host_port}:{answers['port']}", tag)
+    base = f"http://127.0.0.1:{host_port}"
+    assert get(f"{base}/health", started + 30) == (200, {"status": "ok"})
+    first_ok = time.monotonic() - started
+    assert get(f"{base}/", started + 30) == (200, {"Hello": "World"})
+    wait_healthy(name, started + 60)
+    record(
+        scenario, run_to_first_ok_s=round(first_ok, 2), run_to_healthy_s=round(time.monotonic() - started, 1)
+    )
+    workers = docker("exec", name, "python", "-c", "import os; print(os.environ['WEB_CONCURRENCY'])")
+    assert workers.stdout.strip() == answers.get("workers", "1")
+
+
+def test_runs_unprivileged_and_hardened(built, cleanup):
+    _, _, tag, answers = built
+    name, host_port = unique("fd-hardened"), free_port()
+    cleanup.append(["rm", "--force", name])
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--publish",
+        f"127.0.0.1:{host_port}:{answers['port']}",
+        tag,
+    )
+    assert get(f"http://127.0.0.1:{host_port}/health", time.monotonic() + 30) == (200, {"status": "ok"})
+    uid, gid = (
+        docker("exec", name, "id", "-u").stdout.strip(),
+        docker("exec", name, "id", "-g").stdout.strip(),
+    )
+    assert int(uid) >= 10000 and int(gid) >= 10000
+    assert docker("inspect", "--format", "{{.Config.User}}", tag).stdout.strip() == f"{uid}:{gid}"
+    # The process itself (PID 1, uvicorn) runs as that uid, and cannot write its code.
+    status = docker("exec", name, "cat", "/proc/1/status").stdout
+    assert re.search(rf"^Uid:\s+{uid}\s", status, re.MULTILINE), status
+    denied = docker("exec", name, "touch", "/app/main.py", check=False)
+    assert denied.returncode != 0
+
+
+def test_image_holds_no_build_context_leftovers_or_caches(built):
+    _, _, tag, answers = built
+    script = (
+        "ls -A /app; for p in /root/.cache /app/.git /app/.env /app/tests /app/__pycache__ "
+        "/app/.venv /usr/local/bin/uv /bin/uv; do test -e $p && echo FOUND $p; done; true"
+    )
+    listing = docker("run", "--rm", "--user", "0", "--entrypoint", "sh", tag, "-c", script).stdout.split()
+    assert sorted(listing) == ["main.py", "requirements.txt"], listing
+    history = docker("history", "--no-trunc", tag).stdout + docker("inspect", tag).stdout
+    assert "do-not-ship-me" not in history
+
+
+def test_stops_gracefully_and_finishes_the_request_in_flight(built, cleanup):
+    """Also the rebuild check: editing only main.py reuses every dependency layer from cache."""
+    scenario, project, tag, answers = built
+    before = layers(tag)
+    main = project / "main.py"
+    main.write_text(main.read_text() + SLOW_ENDPOINT)
+    edited = f"{tag}-edited"
+    cleanup.append(["rmi", "--force", edited])
+    result, seconds = buildx(project, edited)
+    record(scenario, rebuild_after_main_py_edit_s=round(seconds, 1))
+    after = layers(edited)
+    # Every layer up to the dependency install is shared; only the code layer (and later) differ.
+    assert after[:-1] == before[:-1] and after[-1] != before[-1], (before, after)
+    install_step = re.search(r"^#(\d+) \[[^\]]*\] RUN .*requirements\.txt", result.stderr, re.MULTILINE)
+    assert install_step and f"#{install_step.group(1)} CACHED" in result.stderr
+
+    name, host_port = unique("fd-stop"), free_port()
+    cleanup.append(["rm", "--force", name])
+    docker("run", "--detach", "--name", name, "--publish", f"127.0.0.1:{host_port}:{answers['port']}", edited)
+    base = f"http://127.0.0.1:{host_port}"
+    get(f"{base}/health", time.monotonic() + 30)
+    outcome = {}
+
+    def slow_request() -> None:
+        try:
+            outcome["response"] = get(f"{base}/slow", time.monotonic(), timeout=15)
+        except OSError as error:
+            outcome["error"] = error
+
+    client = threading.Thread(target=slow_request)
+    client.start()
+    time.sleep(0.5)  # the request is in flight
+    started = time.monotonic()
+    docker("stop", name)
+    stop_seconds = time.monotonic() - started
+    client.join(20)
+    record(scenario, docker_stop_s=round(stop_seconds, 2))
+    assert outcome.get("response") == (200, {"slow": "done"}), outcome
+    state = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
+    assert state["ExitCode"] in {0, 143} and not state["OOMKilled"], state
+    assert stop_seconds < 5, f"docker stop took {stop_seconds:.1f} s: SIGTERM was not handled"
+
+
+def test_build_secret_never_reaches_the_image(built, cleanup, tmp_path):
+    """A credentialed index URL passed as the build secret leaves no trace in the image."""
+    scenario, project, _, _ = built
+    if scenario != "defaults":
+        pytest.skip("checked once, on the default project")
+    token = "s3cret-" + unique("token")
+    base = os.environ.get(INDEX_URL_ENV) or "https://pypi.org/simple/"
+    credentialed = re.sub(r"^(https?://)", rf"\1ci-user:{token}@", base)
+    tag = unique("fastapi-docker-test-secret")
+    cleanup.append(["rmi", "--force", tag])
+    env = dict(os.environ, **{INDEX_URL_ENV: credentialed})
+    network = ["--network", "host"] if os.environ.get(INDEX_URL_ENV) else []
+    command = [
+        "docker",
+        "buildx",
+        "build",
+        "--no-cache",
+        *network,
+        "--secret",
+        f"id=index_url,env={INDEX_URL_ENV}",
+        "--tag",
+        tag,
+        str(project),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = tmp_path / "image.tar"
+    docker("save", "--output", str(saved), tag)
+    assert token.encode() not in saved.read_bytes()
+    assert token not in docker("history", "--no-trunc", tag).stdout
+    assert token not in docker("inspect", tag).stdout
+
+
+def readme_walkthrough(project: Path) -> list[str]:
+    readme = (project / "README.md").read_text()
+    section = readme.split("## Run it in Docker, step by step", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_walkthrough_works_as_written(tmp_path, cleanup):
+    """Run the generated README's Docker commands in order, with its own names and port.
+
+    Two adaptations, both outside the commands' meaning: `docker build` gets the environment's
+    mirror flags (nothing when building against PyPI), and `docker exec -it` gets a terminal
+    from `script` and a line of input, as a person typing would.
+    """
+    slug, port = unique("walkthrough"), str(free_port())
+    project = bake(tmp_path, project_slug=slug, port=port)
+    cleanup.extend([["rmi", "--force", slug], ["rm", "--force", slug]])
+    outputs = {}
+    for line in readme_walkthrough(project):
+        argv = shlex.split(line)
+        if argv[:2] == ["docker", "build"]:
+            argv[2:2] = build_flags()
+        if argv[:3] == ["docker", "exec", "-it"]:
+            result = subprocess.run(
+                ["script", "--quiet", "--return", "--command", shlex.join(argv), "/dev/null"],
+                input="id -u; exit\n",
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=project,
+            )
+        elif argv[0] == "curl":
+            argv[1:1] = [
+                "--silent",
+                "--show-error",
+                "--retry",
+                "30",
+                "--retry-connrefused",
+                "--retry-delay",
+                "1",
+            ]
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=project)
+        else:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=1200, cwd=project)
+        assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+        outputs[line] = result.stdout
+    by_command = {
+        line.split()[1] if line.startswith("docker") else line: out for line, out in outputs.items()
+    }
+    assert slug in by_command["image"]
+    assert slug in by_command["ps"] and f"0.0.0.0:{port}->{port}/tcp" in by_command["ps"]
+    assert json.loads(outputs[f"curl http://localhost:{port}/"]) == {"Hello": "World"}
+    assert json.loads(outputs[f"curl http://localhost:{port}/health"]) == {"status": "ok"}
+    assert "10001" in by_command["exec"]
+    assert docker("image", "inspect", slug, check=False).returncode != 0  # `docker rmi` removed it
+
+
+def test_generated_smoke_test_passes(tmp_path, venv):
+    """The generated project's own container test (`make smoke`), for the default answers."""
+    project = bake(tmp_path)
+    flags = shlex.join(build_flags())
+    result = subprocess.run(
+        ["make", "smoke", f"VENV={venv}", f"DOCKER_BUILD_FLAGS={flags}"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 passed" in result.stdout
