@@ -6,8 +6,8 @@ unless --require-docker or REQUIRE_DOCKER=1 makes that a failure (CI does).
 
 Builds go through a package mirror when FASTAPI_DOCKER_INDEX_URL is set (the offline build
 environment of scripts/offline-env.sh sets it): the URL reaches the build as the BuildKit secret
-`index_url`, exactly as a team behind Artifactory or devpi would pass theirs, and the build runs on
-the host network so that a loopback mirror is reachable.
+`index_url`, exactly as a team behind Artifactory or devpi would pass theirs; and on the network
+FASTAPI_DOCKER_BUILD_NETWORK names (`host`, so that a loopback mirror is reachable).
 """
 
 import hashlib
@@ -27,6 +27,7 @@ TEMPLATE = Path(__file__).resolve().parent.parent
 COOKIECUTTER_JSON = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 BIN = Path(sys.executable).parent  # the test venv's tools: ruff, hadolint, checkov, ...
 INDEX_URL_ENV = "FASTAPI_DOCKER_INDEX_URL"
+NETWORK_ENV = "FASTAPI_DOCKER_BUILD_NETWORK"
 SERVICE = TEMPLATE / "{{cookiecutter.project_slug}}"
 
 
@@ -96,10 +97,13 @@ def docker_ready(request: pytest.FixtureRequest) -> None:
 
 
 def build_flags() -> list[str]:
-    """`docker build` flags for the package mirror, if one is configured."""
-    if not os.environ.get(INDEX_URL_ENV):
-        return []
-    return ["--network", "host", "--secret", f"id=index_url,env={INDEX_URL_ENV}"]
+    """`docker build` flags for the package mirror and build network, if configured."""
+    flags = []
+    if os.environ.get(NETWORK_ENV):
+        flags += ["--network", os.environ[NETWORK_ENV]]
+    if os.environ.get(INDEX_URL_ENV):
+        flags += ["--secret", f"id=index_url,env={INDEX_URL_ENV}"]
+    return flags
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
