@@ -27,7 +27,7 @@ def unused_paths(context: dict) -> list[str]:
     """The files and folders of options that are off, relative to the project root."""
     paths = []
     if not context["use_compose"]:
-        paths.append("compose.yaml")
+        paths += ["compose.yaml", "compose.override.yaml"]
     if not context["use_kubernetes"]:
         paths.append("k8s")
     if context["ci"] != "github":

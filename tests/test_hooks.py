@@ -132,7 +132,13 @@ def test_booleans_must_be_booleans(pre):
 
 def test_unused_paths_follow_the_options(post):
     answers = dict(use_compose=False, use_kubernetes=False, ci="none")
-    assert set(post.unused_paths(answers)) == {"compose.yaml", "k8s", ".github", ".gitlab-ci.yml"}
+    assert set(post.unused_paths(answers)) == {
+        "compose.yaml",
+        "compose.override.yaml",
+        "k8s",
+        ".github",
+        ".gitlab-ci.yml",
+    }
     answers = dict(use_compose=True, use_kubernetes=True, ci="github")
     assert post.unused_paths(answers) == [".gitlab-ci.yml"]
 

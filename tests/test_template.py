@@ -1,0 +1,45 @@
+"""The template's own files: cookiecutter.json is complete, and the template's code is lint-clean."""
+
+import subprocess
+from pathlib import Path
+
+from conftest import COOKIECUTTER_JSON, TEMPLATE, tool
+
+
+def test_every_question_has_a_prompt():
+    questions = {k for k in COOKIECUTTER_JSON if not k.startswith("_")}
+    prompts = COOKIECUTTER_JSON["__prompts__"]
+    assert questions == set(prompts)
+    for key, value in COOKIECUTTER_JSON.items():
+        if isinstance(value, list):  # every choice is explained
+            assert set(prompts[key]) - {"__prompt__"} == set(value), key
+
+
+def test_python_versions_are_strings_and_default_to_3_13():
+    versions = COOKIECUTTER_JSON["python_version"]
+    assert versions[0] == "3.13" and all(isinstance(v, str) for v in versions)
+
+
+def test_template_python_is_ruff_clean():
+    for command in (["check", "--no-cache"], ["format", "--no-cache", "--check"]):
+        result = subprocess.run(
+            [tool("ruff"), *command, "hooks", "tests", "scripts"],
+            cwd=TEMPLATE,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shell_scripts_parse():
+    for script in [TEMPLATE / ".ci" / "run", *Path(TEMPLATE, "scripts").iterdir()]:
+        if script.suffix in {"", ".sh"} and script.read_text().startswith("#!/usr/bin/env bash"):
+            result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+            assert result.returncode == 0, f"{script.name}: {result.stderr}"
+
+
+def test_template_workflow_passes_actionlint():
+    result = subprocess.run(
+        [tool("actionlint"), ".github/workflows/ci.yml"], cwd=TEMPLATE, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
