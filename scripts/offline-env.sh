@@ -45,7 +45,13 @@ readonly IMAGE_SPECS=(
   "trixie-full|trixie|full|python:3.13-trixie|python:3.13"
 )
 # Packages on top of debootstrap's minbase (slim ~ official python:*-slim).
-readonly SLIM_INCLUDE="python3,python3-venv,python3-pip,ca-certificates,netbase,tzdata"
+# No python3-pip: pip is installed into /usr/local from Debian's bundled wheel
+# (see adapt_rootfs), so `pip install --upgrade pip` works as in the official
+# image (Debian trixie's own pip has no RECORD and refuses to be upgraded).
+readonly SLIM_INCLUDE="python3,python3-venv,ca-certificates,netbase,tzdata"
+# Parts of the 3.11 stdlib that bookworm packages separately.
+# shellcheck disable=SC2034  # read indirectly by slim_includes
+readonly SLIM_INCLUDE_bookworm="python3-distutils,python3-lib2to3"
 # "full" ~ official python:X.Y-RELEASE (buildpack-deps: compilers, dev tools).
 readonly FULL_EXTRA="build-essential,python3-dev,pkg-config,git,curl,wget,libffi-dev,libssl-dev,procps"
 
@@ -108,10 +114,11 @@ print_env() {
 }
 
 # --- output helpers ---------------------------------------------------------
+T_START=$SECONDS
 # fd 3 = the caller's stdout (export lines only); everything else -> stderr.
 exec 3>&1 1>&2
 
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+log() { printf '%s: [%3ds] %s\n' "$PROG" "$((SECONDS - T_START))" "$*" >&2; }
 warn() { printf '%s: WARNING: %s\n' "$PROG" "$*" >&2; }
 die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
 
@@ -144,7 +151,6 @@ esac
 [[ $MIRROR_PORT =~ ^[0-9]+$ ]] || die "OFFLINE_ENV_MIRROR_PORT must be a number, got '$MIRROR_PORT'"
 [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts dockerd)"
 
-T_START=$SECONDS
 CHECK_FAILED=0
 missing() {  # in --check mode: note a problem and continue
   log "MISSING: $*"
@@ -337,9 +343,10 @@ ensure_mirror() {
     if [[ -r $CA_BUNDLE ]]; then
       ca_env=(SSL_CERT_FILE="$CA_BUNDLE" REQUESTS_CA_BUNDLE="$CA_BUNDLE")
     fi
-    (cd / && nohup setsid env "${ca_env[@]}" "$DEVPI_VENV/bin/devpi-server" \
-      --serverdir "$DEVPI_SERVERDIR" --host "$MIRROR_HOST" --port "$MIRROR_PORT" \
-      >>"$DEVPI_LOG" 2>&1 </dev/null 3>&- 9>&- &)
+    # fds 3/9 closed on the whole background job (see dockerd above).
+    (cd / && exec nohup setsid env "${ca_env[@]}" "$DEVPI_VENV/bin/devpi-server" \
+      --serverdir "$DEVPI_SERVERDIR" --host "$MIRROR_HOST" --port "$MIRROR_PORT") \
+      >>"$DEVPI_LOG" 2>&1 </dev/null 3>&- 9>&- &
     local deadline=$((SECONDS + MIRROR_TIMEOUT))
     until mirror_answers; do
       if ((SECONDS >= deadline)); then
@@ -349,6 +356,17 @@ ensure_mirror() {
       sleep 0.5
     done
     log "mirror up"
+  fi
+  # Ask PyPI only for the projects that are requested: without this, devpi's
+  # first lookup downloads PyPI's whole project-name list (~15 s, large).
+  local base="http://${MIRROR_HOST}:${MIRROR_PORT}/root/pypi" cfg
+  cfg=$(curl -fsS --max-time 10 "$base?no_projects=") || die "cannot read devpi index config $base"
+  if ! grep -Eq '"mirror_no_project_list": *true' <<<"$cfg"; then
+    if [[ $MODE == check ]]; then missing "root/pypi mirror_no_project_list=True"; return; fi
+    log "configuring root/pypi: mirror_no_project_list=True"
+    curl -fsS --max-time 10 -u root: -X PATCH -H 'Content-Type: application/json' \
+      -d '["mirror_no_project_list=True"]' "$base" >/dev/null ||
+      die "could not set mirror_no_project_list on $base (root password changed?)"
   fi
   # Upstream check (also warms the mirror): a real project page through PyPI.
   if ! curl -fsS --max-time "$MIRROR_TIMEOUT" -o /dev/null "${INDEX_URL}pip/"; then
@@ -370,12 +388,25 @@ spec_field() {  # spec_field SPEC N  (1=key 2=release 3=flavour 4=tag 5=aliases)
   printf '%s' "${f[$(($2 - 1))]:-}"
 }
 
-includes_for() {  # includes_for FLAVOUR
-  case $1 in
-    slim) printf '%s' "$SLIM_INCLUDE" ;;
-    full) printf '%s,%s' "$SLIM_INCLUDE" "$FULL_EXTRA" ;;
-    *) die "unknown flavour $1" ;;
+slim_includes() {  # slim_includes RELEASE : debootstrap --include list
+  local extra_var="SLIM_INCLUDE_$1"
+  printf '%s%s' "$SLIM_INCLUDE" "${!extra_var:+,${!extra_var}}"
+}
+
+includes_for() {  # includes_for RELEASE FLAVOUR
+  case $2 in
+    slim) slim_includes "$1" ;;
+    full) printf '%s,%s' "$(slim_includes "$1")" "$FULL_EXTRA" ;;
+    *) die "unknown flavour $2" ;;
   esac
+}
+
+# in_root DIR CMD... : run CMD inside the rootfs with a clean environment
+# (the host's PIP_*, SSL_* etc. must not leak into the image's tools).
+in_root() {
+  local dir=$1; shift
+  chroot "$dir" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+    PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
 }
 
 # adapt_rootfs DIR RELEASE FLAVOUR: make Debian's python look like the
@@ -391,8 +422,29 @@ adapt_rootfs() {
   mkdir -p "$dir/usr/local/bin"
   ln -sfn /usr/bin/python3 "$dir/usr/local/bin/python"
   ln -sfn /usr/bin/python3 "$dir/usr/local/bin/python3"
-  ln -sfn /usr/bin/pip3 "$dir/usr/local/bin/pip"
-  ln -sfn /usr/bin/pip3 "$dir/usr/local/bin/pip3"
+  # pip (+ setuptools before 3.12, like the official image) into /usr/local,
+  # from the wheels Debian bundles for venv; gives /usr/local/bin/pip, pip3, pip3.X.
+  local wheels=/usr/share/python-wheels pipwhl pkgs=(pip)
+  pipwhl=$(compgen -G "$dir$wheels/pip-*.whl" | head -n1 || true)
+  [[ -n $pipwhl ]] || die "stand-in rootfs $dir: no pip wheel in $wheels (python3-venv missing?)"
+  pipwhl=${pipwhl##*/}
+  if in_root "$dir" /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then
+    pkgs+=(setuptools)
+  fi
+  in_root "$dir" /usr/bin/python3 "$wheels/$pipwhl/pip" install --no-index --find-links "$wheels" \
+    --no-cache-dir --disable-pip-version-check --root-user-action=ignore --no-warn-script-location \
+    "${pkgs[@]}" >/dev/null || die "stand-in rootfs $dir: installing ${pkgs[*]} from $wheels failed"
+  [[ -x $dir/usr/local/bin/pip ]] || die "stand-in rootfs $dir: /usr/local/bin/pip missing after install"
+  # Official images install into /usr/local/lib/pythonX.Y/site-packages; Debian's
+  # python uses .../dist-packages there. Alias the official path, so Dockerfiles
+  # that COPY --from=build /usr/local/lib/pythonX.Y/site-packages still work.
+  local pydir v
+  for pydir in "$dir"/usr/lib/python3.[0-9]*; do
+    [[ -d $pydir ]] || continue
+    v=${pydir##*/}
+    mkdir -p "$dir/usr/local/lib/$v/dist-packages"
+    ln -sfn dist-packages "$dir/usr/local/lib/$v/site-packages"
+  done
   if [[ -x $dir/usr/bin/python3-config ]]; then
     ln -sfn /usr/bin/python3-config "$dir/usr/local/bin/python-config"
   fi
@@ -454,13 +506,14 @@ EOF
   # Sanity: what Dockerfiles for the official image rely on.
   local tool
   for tool in bash useradd groupadd python python3 pip; do
-    chroot "$dir" /usr/bin/env PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
-      sh -c "command -v $tool" >/dev/null || die "stand-in rootfs $dir lacks '$tool'"
+    in_root "$dir" sh -c "command -v $tool" >/dev/null || die "stand-in rootfs $dir lacks '$tool'"
   done
-  chroot "$dir" /usr/bin/python3 -c 'import ssl, sqlite3, venv, ensurepip' ||
+  in_root "$dir" /usr/bin/python3 -c 'import ssl, sqlite3, venv, ensurepip' ||
     die "stand-in rootfs $dir: python3 lacks ssl/sqlite3/venv/ensurepip"
-  chroot "$dir" /usr/bin/python3 -m pip --version >/dev/null ||
-    die "stand-in rootfs $dir: pip does not run"
+  in_root "$dir" /usr/bin/python3 -c 'import pip, sys; assert pip.__file__.startswith("/usr/local/lib/"), pip.__file__' ||
+    die "stand-in rootfs $dir: pip does not run from /usr/local"
+  in_root "$dir" /usr/bin/python3 -c 'import sys, sysconfig; p = sysconfig.get_path("purelib"); assert p.startswith("/usr/local/lib/") and p in sys.path, p' ||
+    die "stand-in rootfs $dir: pip's install dir is not /usr/local/lib/... on sys.path"
 }
 
 import_changes() {  # import_changes PYTHON_VERSION : docker import --change args
@@ -474,8 +527,8 @@ import_changes() {  # import_changes PYTHON_VERSION : docker import --change arg
 recipe_text() {  # recipe_text SPEC : everything that determines the image
   local spec=$1
   printf 'recipe-version=%s\nspec=%s\nmirror=%s\nincludes=%s\n' \
-    "$RECIPE_VERSION" "$spec" "$DEBIAN_MIRROR" "$(includes_for "$(spec_field "$spec" 3)")"
-  declare -f adapt_rootfs import_changes make_base_rootfs derive_full finish_image
+    "$RECIPE_VERSION" "$spec" "$DEBIAN_MIRROR" "$(includes_for "$(spec_field "$spec" 2)" "$(spec_field "$spec" 3)")"
+  declare -f in_root adapt_rootfs import_changes make_base_rootfs derive_full finish_image
 }
 
 recipe_hash() { recipe_text "$1" | sha256sum | cut -c1-16; }
@@ -555,9 +608,9 @@ make_base_rootfs() {
   local release=$1 dir=$2 cache=$CACHE_DIR/debootstrap/$1
   remove_rootfs "$dir"
   mkdir -p "$dir" "$cache"
-  log "[$release] debootstrap --variant=minbase --include=$SLIM_INCLUDE $release (log: $STEP_LOG_DIR/debootstrap-$release.log)"
+  log "[$release] debootstrap --variant=minbase --include=$(slim_includes "$release") $release (log: $STEP_LOG_DIR/debootstrap-$release.log)"
   run_logged "debootstrap-$release" debootstrap --variant=minbase --cache-dir="$cache" \
-    --include="$SLIM_INCLUDE" "$release" "$dir" "$DEBIAN_MIRROR"
+    --include="$(slim_includes "$release")" "$release" "$dir" "$DEBIAN_MIRROR"
   umount_under "$dir"
 }
 
@@ -568,9 +621,7 @@ derive_full() {
   local dir=$1 key=$2
   cp -L /etc/resolv.conf "$dir/etc/resolv.conf"
   log "[$key] apt-get install ${FULL_EXTRA//,/ } (in chroot; log: $STEP_LOG_DIR/apt-$key.log)"
-  run_logged "apt-$key" chroot "$dir" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    apt-get install -y --no-install-recommends ${FULL_EXTRA//,/ }
+  run_logged "apt-$key" in_root "$dir" DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${FULL_EXTRA//,/ }
   umount_under "$dir"
 }
 
@@ -582,7 +633,7 @@ finish_image() {
   hash=$(recipe_hash "$spec")
   old_ids=$(for a in "$tag" $aliases; do image_id "$a"; done | sort -u)
   adapt_rootfs "$dir" "$release" "$flavour"
-  pyver=$(chroot "$dir" /usr/bin/python3 -c 'import platform; print(platform.python_version())')
+  pyver=$(in_root "$dir" /usr/bin/python3 -c 'import platform; print(platform.python_version())')
   local changes=() c
   while IFS= read -r c; do changes+=(--change "$c"); done < <(import_changes "$pyver")
   changes+=(--change "LABEL $LABEL_RECIPE=$hash"
@@ -660,10 +711,11 @@ ensure_images() {
     r=$(spec_field "$spec" 2)
     [[ " ${releases[*]-} " == *" $r "* ]] || releases+=("$r")
   done
-  log "building ${#todo[@]} stand-in image(s) for: ${releases[*]} (in parallel; ~2 min)"
+  log "building ${#todo[@]} stand-in image(s) for: ${releases[*]} (releases in parallel, ~1-2 min)"
   local pids=() names=() i rc=0
   for r in "${releases[@]}"; do
     (
+      trap - EXIT  # the parent's cleanup must not run when one group ends
       specs=()
       for spec in "${todo[@]}"; do
         if [[ $(spec_field "$spec" 2) == "$r" ]]; then specs+=("$spec"); fi
@@ -681,10 +733,10 @@ ensure_images() {
   [[ $rc -eq 0 ]] || die "stand-in image build failed"
 }
 
-cleanup() {
+cleanup() {  # on any exit: no mounts or half-built trees left behind
   local d
   for d in "$STATE_DIR"/rootfs/*; do
-    [[ -d $d ]] && umount_under "$d"
+    if [[ -d $d ]]; then remove_rootfs "$d" || true; fi
   done
   return 0
 }
