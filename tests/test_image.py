@@ -60,6 +60,7 @@ def buildx(context: Path, tag: str, *extra: str) -> tuple[subprocess.CompletedPr
     result = docker(
         "buildx",
         "build",
+        "--load",  # into the engine's image store, whichever builder driver is the default
         *build_flags(),
         "--progress",
         "plain",
@@ -250,6 +251,7 @@ def test_build_secret_never_reaches_the_image(cleanup, tmp_path):
         "docker",
         "buildx",
         "build",
+        "--load",
         "--no-cache",
         *network,
         "--secret",
