@@ -285,7 +285,8 @@ def build(session: Session, context: Path, tag: str, extra: list[str], logfile: 
     """`docker buildx build` of context as tag; (seconds, plain progress log)."""
     session.images.add(tag)
     network = ["--network", os.environ[NETWORK_ENV]] if os.environ.get(NETWORK_ENV) else []
-    command = ["buildx", "build", *network, *extra, "--progress", "plain", "--label", session.label]
+    # --load: into the engine's image store, whichever builder driver is the default.
+    command = ["buildx", "build", "--load", *network, *extra, "--progress", "plain", "--label", session.label]
     started = time.monotonic()
     result = docker(*command, "--tag", tag, str(context), timeout=1200, check=False)
     seconds = time.monotonic() - started
