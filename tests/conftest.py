@@ -14,8 +14,11 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +53,38 @@ def bake(output_dir: Path, **answers: object) -> Path:
     """Generate a project with the cookiecutter API, as `cookiecutter --no-input k=v` would."""
     project = cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir))
     return Path(project)
+
+
+def cookiecutter_cli(tmp_path: Path, *answers: str, **env: str) -> subprocess.CompletedProcess:
+    """The real `cookiecutter --no-input` command line, as a user runs it, writing to tmp_path/out.
+
+    The environment is the test's, less CI and FASTAPI_DOCKER_PREFLIGHT, plus env (e.g. PATH).
+    """
+    environ = {k: v for k, v in os.environ.items() if k not in {"CI", "FASTAPI_DOCKER_PREFLIGHT"}}
+    environ.update(HOME=str(tmp_path), **env)
+    command = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path / "out")]
+    return subprocess.run(
+        [*command, str(TEMPLATE), *answers], env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, deadline: float, timeout: float = 2) -> tuple[int, object]:
+    """(status, JSON body) of GET url, retried until it answers or time.monotonic() passes deadline."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, json.load(response)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,16 +1,14 @@
 """Import the hooks as modules, rendered the way cookiecutter renders them before running them."""
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
+from conftest import TEMPLATE
 from cookiecutter.environment import StrictEnvironment
 from cookiecutter.generate import generate_context
 from cookiecutter.prompt import prompt_for_config
-
-TEMPLATE = Path(__file__).resolve().parent.parent
 
 
 def default_context(**answers: object) -> dict:
@@ -32,7 +30,3 @@ def load_hook(name: str, tmp_path: Path, **answers: object) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def offered() -> dict:
-    return json.loads((TEMPLATE / "cookiecutter.json").read_text())

@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, COOKIECUTTER_JSON, INDEX_URL_ENV, bake, choices, docker, tool, unique
+from conftest import BIN, COOKIECUTTER_JSON, INDEX_URL_ENV, bake, choices, docker, free_port, tool, unique
 from dockerfile import parse
 
 DEPLOY_QUESTIONS = ("use_compose", "use_kubernetes", "ci")
@@ -477,12 +476,6 @@ def test_yamllint_passes(name, github_project, gitlab_project, tmp_path):
 
 
 # --- docker level ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 2) -> object:

@@ -1,16 +1,15 @@
 """Tier 1: the hooks' functions, imported from the rendered hooks, and the post-gen hook's Docker
 preflight in hostile environments (no docker, a docker that hangs, a daemon that is down, CI)."""
 
-import os
 import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from hooks_loader import TEMPLATE, default_context, load_hook
+from conftest import cookiecutter_cli, free_port
+from hooks_loader import default_context, load_hook
 
 
 @pytest.fixture
@@ -181,21 +180,6 @@ def fake_docker(bin_dir: Path, body: str) -> None:
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def generate(tmp_path: Path, path: str, *answers: str, **env: str) -> subprocess.CompletedProcess:
-    """Run the real `cookiecutter` command line as a user would, with PATH limited to path."""
-    environ = {k: v for k, v in os.environ.items() if k not in {"CI", "FASTAPI_DOCKER_PREFLIGHT"}}
-    environ.update(PATH=path, HOME=str(tmp_path), **env)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(out), str(TEMPLATE)]
-    return subprocess.run([*command, *answers], env=environ, capture_output=True, text=True, timeout=120)
-
-
 def warnings_of(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
 
@@ -203,7 +187,7 @@ def warnings_of(result: subprocess.CompletedProcess) -> list[str]:
 def test_no_docker_on_path_warns_and_generates(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
-    result = generate(tmp_path, str(empty), f"port={free_port()}")
+    result = cookiecutter_cli(tmp_path, f"port={free_port()}", PATH=str(empty))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "my-service" / "Dockerfile").is_file()
     [warning] = warnings_of(result)
@@ -214,7 +198,7 @@ def test_no_docker_on_path_warns_and_generates(tmp_path):
 def test_hung_docker_is_bounded(tmp_path):
     fake_docker(tmp_path / "bin", "exec /bin/sleep 600\n")
     started = time.monotonic()
-    result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
+    result = cookiecutter_cli(tmp_path, f"port={free_port()}", PATH=str(tmp_path / "bin"))
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     [warning] = warnings_of(result)
@@ -229,7 +213,7 @@ def test_daemon_down_warns_with_the_fix(tmp_path):
         '  echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock." >&2; exit 1\n'
         "fi\necho ok\n",
     )
-    result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
+    result = cookiecutter_cli(tmp_path, f"port={free_port()}", PATH=str(tmp_path / "bin"))
     assert result.returncode == 0, result.stderr
     [warning] = warnings_of(result)
     assert "Docker daemon is not available (Cannot connect" in warning
@@ -242,7 +226,7 @@ def test_missing_plugins_are_named(tmp_path):
         'if [ "$1" = info ]; then echo 20.10; exit 0; fi\n'
         'echo "docker: unknown command: docker $1" >&2; exit 1\n',
     )
-    result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
+    result = cookiecutter_cli(tmp_path, f"port={free_port()}", PATH=str(tmp_path / "bin"))
     assert result.returncode == 0, result.stderr
     warnings = warnings_of(result)
     assert len(warnings) == 2
@@ -255,7 +239,7 @@ def test_busy_port_is_reported(tmp_path):
         busy.bind(("0.0.0.0", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = generate(tmp_path, str(tmp_path / "bin"), f"port={port}")
+        result = cookiecutter_cli(tmp_path, f"port={port}", PATH=str(tmp_path / "bin"))
     assert result.returncode == 0, result.stderr
     [warning] = warnings_of(result)
     assert f"port {port} is already in use" in warning
@@ -263,14 +247,14 @@ def test_busy_port_is_reported(tmp_path):
 
 def test_all_present_means_no_warnings(tmp_path):
     fake_docker(tmp_path / "bin", "echo ok\n")
-    result = generate(tmp_path, str(tmp_path / "bin"), f"port={free_port()}")
+    result = cookiecutter_cli(tmp_path, f"port={free_port()}", PATH=str(tmp_path / "bin"))
     assert result.returncode == 0, result.stderr
     assert warnings_of(result) == []
 
 
 def test_ci_skips_the_preflight(tmp_path):
     fake_docker(tmp_path / "bin", "exec /bin/sleep 600\n")
-    result = generate(tmp_path, str(tmp_path / "bin"), CI="true")
+    result = cookiecutter_cli(tmp_path, PATH=str(tmp_path / "bin"), CI="true")
     assert result.returncode == 0, result.stderr
     assert warnings_of(result) == []
     assert "Docker preflight skipped" in result.stdout
@@ -280,13 +264,13 @@ def test_ci_skips_the_preflight(tmp_path):
 def test_strict_mode_fails_and_leaves_nothing(tmp_path, ci):
     empty = tmp_path / "bin"
     empty.mkdir()
-    result = generate(tmp_path, str(empty), CI=ci, FASTAPI_DOCKER_PREFLIGHT="strict")
+    result = cookiecutter_cli(tmp_path, PATH=str(empty), CI=ci, FASTAPI_DOCKER_PREFLIGHT="strict")
     assert result.returncode != 0
     assert "ERROR: the docker CLI is not on PATH" in result.stderr
     assert not (tmp_path / "out" / "my-service").exists()
 
 
 def test_low_port_warns_about_kubernetes(tmp_path):
-    result = generate(tmp_path, str(tmp_path), "port=80", FASTAPI_DOCKER_PREFLIGHT="off")
+    result = cookiecutter_cli(tmp_path, "port=80", PATH=str(tmp_path), FASTAPI_DOCKER_PREFLIGHT="off")
     assert result.returncode == 0, result.stderr
     assert "port 80 is below 1024" in result.stderr

@@ -6,13 +6,8 @@ value and what is allowed, and no directory left behind) or in a project that re
 made it through intact).
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from conftest import TEMPLATE
+from conftest import cookiecutter_cli
 
 REFUSED = [
     ("project_slug", "My-Service"),
@@ -43,19 +38,11 @@ REFUSED = [
 ]
 
 
-def cookiecutter_cli(tmp_path: Path, *answers: str) -> subprocess.CompletedProcess:
-    environ = dict(os.environ, HOME=str(tmp_path), FASTAPI_DOCKER_PREFLIGHT="off")
-    command = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path / "out")]
-    return subprocess.run(
-        [*command, str(TEMPLATE), *answers], env=environ, capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.mark.parametrize(("field", "value"), REFUSED, ids=[f"{f}={v!r}"[:40] for f, v in REFUSED])
 def test_refused_cleanly(tmp_path, field, value):
     # A slug is derived from the name; the name's own tests keep the default slug valid.
     extra = ["project_slug=ok"] if field == "project_name" else []
-    result = cookiecutter_cli(tmp_path, f"{field}={value}", *extra)
+    result = cookiecutter_cli(tmp_path, f"{field}={value}", *extra, FASTAPI_DOCKER_PREFLIGHT="off")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
     ours = errors[0]
@@ -76,7 +63,7 @@ def test_refused_cleanly(tmp_path, field, value):
 def test_cookiecutter_refuses_unoffered_choices_before_anything_is_written(tmp_path, answer, message):
     # cookiecutter itself checks choice and boolean answers against cookiecutter.json before our
     # hook runs (it ends with its own ValueError); our hook repeats the check for API callers.
-    result = cookiecutter_cli(tmp_path, answer)
+    result = cookiecutter_cli(tmp_path, answer, FASTAPI_DOCKER_PREFLIGHT="off")
     assert result.returncode != 0
     assert message in result.stderr
     assert not (tmp_path / "out").exists()
@@ -92,7 +79,7 @@ def test_cookiecutter_refuses_unoffered_choices_before_anything_is_written(tmp_p
     ],
 )
 def test_unusual_names_render_with_a_derived_slug(tmp_path, name, slug):
-    result = cookiecutter_cli(tmp_path, f"project_name={name}")
+    result = cookiecutter_cli(tmp_path, f"project_name={name}", FASTAPI_DOCKER_PREFLIGHT="off")
     assert result.returncode == 0, result.stderr
     main = (tmp_path / "out" / slug / "main.py").read_text()
     assert f'title="{name}"' in main

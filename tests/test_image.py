@@ -16,15 +16,13 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import INDEX_URL_ENV, NETWORK_ENV, TEMPLATE, bake, build_flags, docker, unique
+from conftest import INDEX_URL_ENV, NETWORK_ENV, TEMPLATE, bake, build_flags, docker, free_port, get, unique
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -71,23 +69,6 @@ def buildx(context: Path, tag: str, *extra: str) -> tuple[subprocess.CompletedPr
         timeout=1200,
     )
     return result, time.monotonic() - started
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str, deadline: float, timeout: float = 2) -> tuple[int, object]:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                return response.status, json.load(response)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def wait_healthy(name: str, deadline: float) -> None:

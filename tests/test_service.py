@@ -5,19 +5,16 @@ Makefile, the lock resolves to wheels for every offered Python on amd64 and arm6
 reproduces the lock, and uvicorn serves the app for real on a loopback port.
 """
 
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import COOKIECUTTER_JSON, SERVICE, bake
+from conftest import COOKIECUTTER_JSON, SERVICE, bake, free_port, get
 
 VARIANTS = [{}, {"port": "8080", "python_version": "3.11", "installer": "uv"}, {"project_name": "Café API"}]
 
@@ -106,23 +103,6 @@ def test_lock_has_wheels_for_every_offered_python(tmp_path, python, arch):
     assert result.returncode == 0, result.stderr[-2000:]
     pins = [line for line in (SERVICE / "requirements.txt").read_text().splitlines() if "==" in line]
     assert len(list(tmp_path.iterdir())) == len(pins)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str, deadline: float) -> tuple[int, dict]:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status, json.load(response)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def test_uvicorn_serves_the_app(project, venv):
