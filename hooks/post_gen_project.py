@@ -10,6 +10,7 @@ environment (CI=true) unless strict is asked for.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,9 @@ CONTEXT_JSON = r"""{{ cookiecutter | tojson }}"""
 
 DOCKER_TIMEOUT = 5  # seconds per docker call: a hung daemon must not hang generation
 INSTALL_DOCS = "https://docs.docker.com/engine/install/"
+# The oldest Docker Engine the generated Dockerfile works on: HEALTHCHECK --start-interval (fast
+# `healthy` while starting, rare probes afterwards) arrived in Engine 25.0; older engines refuse it.
+ENGINE_FLOOR = (25, 0)
 
 
 def unused_paths(context: dict) -> list[str]:
@@ -107,9 +111,25 @@ def docker_warnings(port: int) -> list[str]:
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
             warnings.append(f"{what} is not available ({detail[-1] if detail else 'no output'}): {fix}")
+        elif command[1] == "info":
+            warnings += engine_warnings(result.stdout.strip())
     if port_in_use(port):
         warnings.append(f"port {port} is already in use here: publish another host port, e.g. -p 8080:{port}")
     return warnings
+
+
+def engine_warnings(server_version: str) -> list[str]:
+    """A warning with the fix if the engine (`docker info` ServerVersion) is older than the floor."""
+    found = re.match(r"(\d+)\.(\d+)", server_version)
+    floor = ".".join(map(str, ENGINE_FLOOR))
+    if found is None:
+        return [f"cannot tell the Docker Engine version from {server_version!r}: this project needs {floor}+"]
+    if (int(found[1]), int(found[2])) >= ENGINE_FLOOR:
+        return []
+    return [
+        f"Docker Engine {server_version} is older than {floor}, which the Dockerfile needs "
+        f"(HEALTHCHECK --start-interval): upgrade Docker Engine or Desktop ({INSTALL_DOCS})"
+    ]
 
 
 def preflight_mode(environ: dict) -> str:

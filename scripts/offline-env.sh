@@ -2,8 +2,10 @@
 # offline-env.sh - turn a fresh Debian bookworm machine (run as root) into an
 # offline Docker build environment for the fastapi-docker template's tests:
 #
-#   * Docker engine (Debian's docker.io, 20.10) started in the background,
-#   * buildx + compose v2 CLI plugins (trixie .debs, installed on bookworm),
+#   * a current Docker engine started in the background: Debian trixie's docker.io
+#     (26.1) and containerd (1.7) with bookworm's own runc (trixie's runc needs a newer
+#     glibc), and the buildx + compose v2 CLI plugins, all trixie .debs on bookworm;
+#     bookworm's own docker.io is engine 20.10, out of support since 2023,
 #   * stand-ins for the official python base images, built with debootstrap
 #     (no container registry is reachable, so nothing can be pulled),
 #   * a loopback PyPI pull-through mirror (devpi-server) for builds that use
@@ -174,7 +176,8 @@ if [[ -r /etc/os-release ]]; then
 fi
 
 # ---------------------------------------------------------------------------
-# 1. Debian packages: docker.io (engine 20.10), debootstrap
+# 1. Debian packages from bookworm: the tools, and what trixie's engine .debs depend on
+#    (runc, iptables, tini ... of bookworm satisfy them).
 APT_UPDATED=0
 apt_update_once() {
   if [[ $APT_UPDATED -eq 0 ]]; then
@@ -189,7 +192,8 @@ pkg_installed() {
 }
 
 ensure_apt_packages() {
-  local want=(docker.io debootstrap curl ca-certificates xz-utils) missing_pkgs=() p
+  local want=(debootstrap curl ca-certificates xz-utils runc iptables tini adduser libsystemd0)
+  local missing_pkgs=() p
   for p in "${want[@]}"; do pkg_installed "$p" || missing_pkgs+=("$p"); done
   if [[ ${#missing_pkgs[@]} -eq 0 ]]; then
     log "packages present: ${want[*]}"
@@ -206,8 +210,14 @@ ensure_apt_packages() {
 # 2. Docker engine
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
+server_version() { docker version -f '{{.Server.Version}}' 2>/dev/null || true; }
+
 ensure_dockerd() {
   command -v docker >/dev/null || die "no docker client on PATH"
+  if [[ $MODE != check ]] && docker_answers &&
+     dpkg --compare-versions "$(server_version)" lt "$ENGINE_MIN"; then
+    stop_old_dockerd  # still the engine from before the upgrade
+  fi
   if docker_answers; then
     log "docker engine answers ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
   elif [[ $MODE == check ]]; then
@@ -249,9 +259,11 @@ ensure_dockerd() {
 }
 
 # ---------------------------------------------------------------------------
-# 3. buildx + compose v2 plugins from trixie, without making trixie an apt
-#    source of the system: separate sources list, lists dir and cache.
+# 3. The engine, its CLI and the buildx + compose v2 plugins from trixie, without making
+#    trixie an apt source of the system: a separate sources list, lists dir and cache.
 readonly TRIXIE_APT_DIR=$STATE_DIR/apt-trixie
+readonly ENGINE_DEBS=(docker.io containerd docker-cli docker-buildx docker-compose)
+readonly ENGINE_MIN=26.1
 trixie_apt() {
   apt-get \
     -o Dir::Etc::sourcelist="$TRIXIE_APT_DIR/sources.list" \
@@ -263,26 +275,45 @@ trixie_apt() {
     "$@"
 }
 
-ensure_plugins() {
-  if pkg_installed docker-buildx && pkg_installed docker-compose &&
-     docker buildx version >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
-    log "plugins present: $(docker buildx version | awk '{print "buildx", $2}'), $(docker compose version --short 2>/dev/null | sed 's/^/compose /')"
+engine_debs_current() {
+  local p
+  for p in "${ENGINE_DEBS[@]}"; do pkg_installed "$p" || return 1; done
+  dpkg --compare-versions "$(dpkg-query -W -f '${Version}' docker.io)" ge "$ENGINE_MIN"
+}
+
+stop_old_dockerd() {  # an engine older than ENGINE_MIN may be running: it goes before the upgrade
+  pgrep -x dockerd >/dev/null || return 0
+  log "stopping the running dockerd $(docker version -f '{{.Server.Version}}' 2>/dev/null || true) before the upgrade"
+  pkill -x dockerd || true
+  local deadline=$((SECONDS + 30))
+  while pgrep -x dockerd >/dev/null; do
+    ((SECONDS < deadline)) || { pkill -9 -x dockerd || true; sleep 1; break; }
+    sleep 0.5
+  done
+  pkill -x containerd || true
+}
+
+ensure_engine_debs() {
+  if engine_debs_current && docker buildx version >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+    log "engine packages present: docker.io $(dpkg-query -W -f '${Version}' docker.io), containerd $(dpkg-query -W -f '${Version}' containerd), $(docker buildx version | awk '{print "buildx", $2}'), compose $(docker compose version --short)"
     return
   fi
-  if [[ $MODE == check ]]; then missing "docker buildx/compose plugins"; return; fi
-  log "fetching docker-buildx + docker-compose .debs from trixie (separate apt dir $TRIXIE_APT_DIR)"
+  if [[ $MODE == check ]]; then missing "trixie engine packages (${ENGINE_DEBS[*]}, docker.io >= $ENGINE_MIN)"; return; fi
+  log "fetching ${ENGINE_DEBS[*]} .debs from trixie (separate apt dir $TRIXIE_APT_DIR)"
   mkdir -p "$TRIXIE_APT_DIR/lists/partial" "$TRIXIE_APT_DIR/cache/archives/partial"
   rm -rf "$TRIXIE_APT_DIR/debs"
   mkdir -p "$TRIXIE_APT_DIR/debs"
   printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie main\n' \
     "$DEBIAN_MIRROR" >"$TRIXIE_APT_DIR/sources.list"
   run_logged apt-trixie-update trixie_apt update
-  (cd "$TRIXIE_APT_DIR/debs" && run_logged apt-trixie-download trixie_apt download docker-buildx docker-compose)
+  (cd "$TRIXIE_APT_DIR/debs" && run_logged apt-trixie-download trixie_apt download "${ENGINE_DEBS[@]}")
+  stop_old_dockerd
   log "dpkg -i $(cd "$TRIXIE_APT_DIR/debs" && echo *.deb)"
-  run_logged dpkg-plugins dpkg -i "$TRIXIE_APT_DIR"/debs/*.deb
+  # policy-rc.d-less containers: the packages' service start is refused; we start dockerd below.
+  run_logged dpkg-engine env DEBIAN_FRONTEND=noninteractive dpkg -i "$TRIXIE_APT_DIR"/debs/*.deb
   docker buildx version >/dev/null 2>&1 || die "'docker buildx version' fails after installing docker-buildx"
   docker compose version >/dev/null 2>&1 || die "'docker compose version' fails after installing docker-compose"
-  log "plugins installed: $(docker buildx version | awk '{print "buildx", $2}'), compose $(docker compose version --short)"
+  log "engine packages installed: docker.io $(dpkg-query -W -f '${Version}' docker.io), $(docker buildx version | awk '{print "buildx", $2}'), compose $(docker compose version --short)"
 }
 
 # ---------------------------------------------------------------------------
@@ -763,12 +794,12 @@ summary() {
 }
 
 ensure_apt_packages
-if [[ $MODE == check ]] && ! pkg_installed docker.io; then
+ensure_engine_debs
+if [[ $MODE == check ]] && ! engine_debs_current; then
   missing "docker engine"
 else
   ensure_dockerd
 fi
-if [[ $MODE == check ]] && ! docker_answers; then :; else ensure_plugins; fi
 ensure_mirror
 if [[ $MODE == check ]] && ! docker_answers; then
   :

@@ -180,6 +180,10 @@ def fake_docker(bin_dir: Path, body: str) -> None:
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 
+# A docker whose every command works, on a current engine.
+WORKING_DOCKER = 'if [ "$1" = info ]; then echo 27.5.1; else echo ok; fi\n'
+
+
 def warnings_of(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
 
@@ -223,7 +227,7 @@ def test_daemon_down_warns_with_the_fix(tmp_path):
 def test_missing_plugins_are_named(tmp_path):
     fake_docker(
         tmp_path / "bin",
-        'if [ "$1" = info ]; then echo 20.10; exit 0; fi\n'
+        'if [ "$1" = info ]; then echo 27.5.1; exit 0; fi\n'
         'echo "docker: unknown command: docker $1" >&2; exit 1\n',
     )
     result = cookiecutter_cli(tmp_path, f"port={free_port()}", PATH=str(tmp_path / "bin"))
@@ -234,7 +238,7 @@ def test_missing_plugins_are_named(tmp_path):
 
 
 def test_busy_port_is_reported(tmp_path):
-    fake_docker(tmp_path / "bin", "echo ok\n")
+    fake_docker(tmp_path / "bin", WORKING_DOCKER)
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()
@@ -246,7 +250,7 @@ def test_busy_port_is_reported(tmp_path):
 
 
 def test_all_present_means_no_warnings(tmp_path):
-    fake_docker(tmp_path / "bin", "echo ok\n")
+    fake_docker(tmp_path / "bin", WORKING_DOCKER)
     result = cookiecutter_cli(tmp_path, f"port={free_port()}", PATH=str(tmp_path / "bin"))
     assert result.returncode == 0, result.stderr
     assert warnings_of(result) == []
@@ -274,3 +278,38 @@ def test_low_port_warns_about_kubernetes(tmp_path):
     result = cookiecutter_cli(tmp_path, "port=80", PATH=str(tmp_path), FASTAPI_DOCKER_PREFLIGHT="off")
     assert result.returncode == 0, result.stderr
     assert "port 80 is below 1024" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("version", "warned"),
+    [("25.0.0", False), ("26.1.5+dfsg1", False), ("28.2.2", False), ("24.0.7", True), ("20.10.24+dfsg1", True)],
+)
+def test_engine_floor(post, version, warned):
+    warnings = post.engine_warnings(version)
+    assert bool(warnings) == warned, warnings
+    if warned:
+        assert version in warnings[0] and "25.0" in warnings[0] and "--start-interval" in warnings[0]
+
+
+def test_unreadable_engine_version_is_said(post):
+    [warning] = post.engine_warnings("unknown")
+    assert "'unknown'" in warning and "25.0" in warning
+
+
+def test_old_engine_warns_with_the_fix_and_generates(tmp_path):
+    fake_docker(tmp_path / "bin", 'if [ "$1" = info ]; then echo 20.10.24; else echo ok; fi\n')
+    result = cookiecutter_cli(tmp_path, f"port={free_port()}", PATH=str(tmp_path / "bin"))
+    assert result.returncode == 0, result.stderr
+    [warning] = warnings_of(result)
+    assert "Docker Engine 20.10.24 is older than 25.0" in warning and "upgrade" in warning
+    assert (tmp_path / "out" / "my-service" / "Dockerfile").is_file()
+
+
+def test_old_engine_fails_strict_mode_and_leaves_nothing(tmp_path):
+    fake_docker(tmp_path / "bin", 'if [ "$1" = info ]; then echo 24.0.7; else echo ok; fi\n')
+    result = cookiecutter_cli(
+        tmp_path, f"port={free_port()}", PATH=str(tmp_path / "bin"), FASTAPI_DOCKER_PREFLIGHT="strict"
+    )
+    assert result.returncode != 0
+    assert "ERROR: Docker Engine 24.0.7 is older than 25.0" in result.stderr
+    assert not (tmp_path / "out" / "my-service").exists()

@@ -97,6 +97,11 @@ def test_yaml_and_toml_parse(project):
             tomllib.loads(path.read_text())
 
 
+def seconds(duration: str) -> float:
+    """A Dockerfile duration (0.5s, 500ms, 30s) in seconds."""
+    return float(duration.removesuffix("ms")) / 1000 if duration.endswith("ms") else float(duration[:-1])
+
+
 def test_dockerfile_properties(project):
     root, answers = project
     instructions = parse(root / "Dockerfile")
@@ -128,6 +133,11 @@ def test_dockerfile_properties(project):
     assert command[:2] == ["uvicorn", "main:app"] and command[command.index("--port") + 1] == port
     [health] = [i for i in final if i.keyword == "HEALTHCHECK"]
     assert f"http://127.0.0.1:{port}/health" in health.args and "urllib.request" in health.args
+    # Probed often while starting (healthy within a second), rarely afterwards (a cost paid all day),
+    # with a start period long enough for a slow host.
+    timing = {flag: seconds(value) for flag, value in re.findall(r"--([a-z-]+)=([0-9.]+m?s)", health.args)}
+    assert timing["start-interval"] <= 0.5 and timing["interval"] >= 30, timing
+    assert timing["start-period"] >= 20 and timing["timeout"] < timing["interval"], timing
     env = " ".join(i.args for i in final if i.keyword == "ENV")
     assert "PYTHONUNBUFFERED=1" in env and f"WEB_CONCURRENCY={answers['workers']}" in env
     labels = " ".join(i.args for i in final if i.keyword == "LABEL")
