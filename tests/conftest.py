@@ -20,8 +20,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from cookiecutter.main import cookiecutter
@@ -85,6 +86,35 @@ def get(url: str, deadline: float, timeout: float = 2) -> tuple[int, object]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+Seen = TypeVar("Seen")
+
+
+def wait_until(
+    what: str,
+    probe: Callable[[], Seen],
+    done: Callable[[Seen], bool],
+    timeout: float,
+    interval: float = 0.2,
+) -> Seen:
+    """What probe() returns once done() holds for it, polled every interval seconds.
+
+    A probe raising OSError (not answering yet) counts as not done. After timeout seconds the
+    test fails with what, and the last thing the probe saw.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            seen = probe()
+        except OSError as error:
+            seen = error
+        else:
+            if done(seen):
+                return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s; last seen: {seen!r}"[-4000:])
+        time.sleep(interval)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -43,7 +43,9 @@ NUMERIC = [
     "mem_idle_mib",
     "mem_load_mib",
 ]
-HEALTH_ROWS = ("Docker `healthy`",)  # the tutorial's image has no HEALTHCHECK: n/a there, numbers elsewhere
+# The tutorial's image has no HEALTHCHECK: n/a there, numbers elsewhere.
+HEALTH_ROWS = ("Docker `healthy`", "health check", "health probe")
+HEALTH_METRICS = ["run_to_healthy_s", "start_to_healthy_s", "probe_cpu_ms", "probe_cpu_s_per_hour"]
 OPTIONAL = ("throttled",)  # read from the cgroup on the host where it can be
 SAME_IMAGE = "= template defaults"  # the no-access-log variant runs the defaults' image: no build of its own
 IMAGE_METRICS = {"image_mb", "added_mb", "packages_mb", "cold_build_s", "rebuild_s"}
@@ -125,6 +127,11 @@ def test_smoke_run_produces_a_table_for_every_variant_markdown_and_a_chart(reque
                 continue
             assert isinstance(run[metric], int | float) and run[metric] >= 0, (key, metric, run[metric])
         assert key == "quiet" or isinstance(run["deps_cached"], bool)
+        for metric in HEALTH_METRICS:
+            if key == "baseline":
+                assert run[metric] is None, (key, metric, run[metric])
+            else:
+                assert isinstance(run[metric], int | float) and run[metric] > 0, (key, metric, run[metric])
 
     png = (out / "benchmark.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000

@@ -282,7 +282,13 @@ def test_low_port_warns_about_kubernetes(tmp_path):
 
 @pytest.mark.parametrize(
     ("version", "warned"),
-    [("25.0.0", False), ("26.1.5+dfsg1", False), ("28.2.2", False), ("24.0.7", True), ("20.10.24+dfsg1", True)],
+    [
+        ("25.0.0", False),
+        ("26.1.5+dfsg1", False),
+        ("28.2.2", False),
+        ("24.0.7", True),
+        ("20.10.24+dfsg1", True),
+    ],
 )
 def test_engine_floor(post, version, warned):
     warnings = post.engine_warnings(version)

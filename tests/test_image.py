@@ -22,7 +22,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import INDEX_URL_ENV, NETWORK_ENV, TEMPLATE, bake, build_flags, docker, free_port, get, unique
+from conftest import (
+    INDEX_URL_ENV,
+    NETWORK_ENV,
+    TEMPLATE,
+    bake,
+    build_flags,
+    docker,
+    free_port,
+    get,
+    unique,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -41,6 +52,7 @@ async def slow() -> dict[str, str]:
     """Added by the template's tests: a request still in flight when `docker stop` begins."""
     import asyncio
 
+    print("slow request started", flush=True)
     await asyncio.sleep(2)
     return {"slow": "done"}
 '''
@@ -71,13 +83,8 @@ def buildx(context: Path, tag: str, *extra: str) -> tuple[subprocess.CompletedPr
     return result, time.monotonic() - started
 
 
-def wait_healthy(name: str, deadline: float) -> None:
-    while True:
-        status = docker("inspect", "--format", "{{.State.Health.Status}}", name).stdout.strip()
-        if status == "healthy":
-            return
-        assert time.monotonic() < deadline, f"{name} is {status}, not healthy: {docker('logs', name).stderr}"
-        time.sleep(0.2)
+def health(name: str) -> str:
+    return docker("inspect", "--format", "{{.State.Health.Status}}", name).stdout.strip()
 
 
 def layers(image: str) -> list[str]:
@@ -114,7 +121,7 @@ def test_serves_through_the_published_port_and_turns_healthy(built, cleanup):
     assert get(f"{base}/health", started + 30) == (200, {"status": "ok"})
     first_ok = time.monotonic() - started
     assert get(f"{base}/", started + 30) == (200, {"Hello": "World"})
-    wait_healthy(name, started + 60)
+    wait_until(f"{name} healthy", lambda: health(name), "healthy".__eq__, 60, interval=0.05)
     record(
         scenario, run_to_first_ok_s=round(first_ok, 2), run_to_healthy_s=round(time.monotonic() - started, 1)
     )
@@ -206,7 +213,12 @@ def test_stops_gracefully_and_finishes_the_request_in_flight(built, cleanup):
 
     client = threading.Thread(target=slow_request)
     client.start()
-    time.sleep(0.5)  # the request is in flight
+    wait_until(
+        "the slow request in flight",
+        lambda: docker("logs", name).stdout,
+        "slow request started".__contains__,
+        30,
+    )
     started = time.monotonic()
     docker("stop", name)
     stop_seconds = time.monotonic() - started
