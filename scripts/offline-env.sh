@@ -83,6 +83,7 @@ Exported:
   FASTAPI_DOCKER_INDEX_URL      ${INDEX_URL}
   FASTAPI_DOCKER_BUILD_NETWORK  host   (containers reach the mirror only via
                                 the host's loopback: build with --network host)
+  SSL_CERT_FILE                 ${CA_BUNDLE} (if unset: uv's CA bundle)
 
 Images produced (label ${LABEL_RECIPE}=<recipe hash>;
 re-runs skip images whose recipe is unchanged, rebuild changed ones):
@@ -113,6 +114,11 @@ EOF
 print_env() {
   printf 'export FASTAPI_DOCKER_INDEX_URL=%s\n' "$INDEX_URL"
   printf 'export FASTAPI_DOCKER_BUILD_NETWORK=host\n'
+  # These machines reach PyPI through a TLS-intercepting proxy whose CA is in the system bundle;
+  # uv (`make lock` in the tests) reads only SSL_CERT_FILE for it.
+  if [[ -z ${SSL_CERT_FILE:-} && -r $CA_BUNDLE ]]; then
+    printf 'export SSL_CERT_FILE=%s\n' "$CA_BUNDLE"
+  fi
 }
 
 # --- output helpers ---------------------------------------------------------
