@@ -216,7 +216,7 @@ def test_stops_gracefully_and_finishes_the_request_in_flight(built, cleanup):
     wait_until(
         "the slow request in flight",
         lambda: docker("logs", name).stdout,
-        "slow request started".__contains__,
+        lambda logs: "slow request started" in logs,
         30,
     )
     started = time.monotonic()
