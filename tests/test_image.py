@@ -226,8 +226,8 @@ def test_stops_gracefully_and_finishes_the_request_in_flight(built, cleanup):
     record(scenario, docker_stop_s=round(stop_seconds, 2))
     assert outcome.get("response") == (200, {"slow": "done"}), outcome
     state = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
+    # 0 or 143 (SIGTERM handled): a process that ignored SIGTERM is killed after the grace period (137).
     assert state["ExitCode"] in {0, 143} and not state["OOMKilled"], state
-    assert stop_seconds < 5, f"docker stop took {stop_seconds:.1f} s: SIGTERM was not handled"
 
 
 def test_build_secret_never_reaches_the_image(cleanup, tmp_path):
