@@ -48,6 +48,9 @@ def test_template_workflow_passes_actionlint():
 def test_template_workflow_passes_zizmor():
     """Actions pinned to commits, no persisted credentials: the generated workflow's rules apply here too."""
     result = subprocess.run(
-        [tool("zizmor"), "--offline", "--no-progress", ".github"], cwd=TEMPLATE, capture_output=True, text=True
+        [tool("zizmor"), "--offline", "--no-progress", ".github"],
+        cwd=TEMPLATE,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
