@@ -37,7 +37,10 @@ def unused_paths(context: dict) -> list[str]:
     if context["ci"] != "github":
         paths.append(".github")
     if context["ci"] != "gitlab":
-        paths.append(".gitlab-ci.yml")
+        # Renovate keeps a GitLab project current (Dependabot does it on GitHub).
+        paths += [".gitlab-ci.yml", "renovate.json"]
+    if context["installer"] != "uv":
+        paths += ["requirements-build.in", "requirements-build.txt"]
     return paths
 
 

@@ -991,7 +991,9 @@ def report(
         "## How it was measured",
         "",
         f"- Every variant is built and run on this machine in the same invocation, round-robin "
-        f"({runs} round{'s' if runs > 1 else ''}), one at a time.",
+        f"({runs} round{'s' if runs > 1 else ''}), one at a time: each round builds every image first, "
+        "then runs them in an order that rotates from round to round (no load right after a build, no "
+        "variant always in the same place).",
         "- **Sizes**: `docker image inspect .Size` of the image and of its base image (both uncompressed, "
         "as Docker sums a layer: each file's apparent size once); *installed packages* is the growth of "
         "every `site-packages`/`dist-packages` directory on `sys.path`, summed the same way inside the image "
@@ -1118,19 +1120,29 @@ def benchmark(settings: Settings, session: Session, workdir: Path) -> dict:
     results: dict[str, list[dict]] = {v.key: [] for v in VARIANTS}
     for run in range(1, settings.runs + 1):
         tags: dict[str, str] = {}
+        built: dict[str, tuple[dict, str]] = {}
+        # Every build of the round first, then the loads: no load runs in the wake of a build (the
+        # engine still writing layers), and the load order rotates per round, so that no variant is
+        # always measured first or right after the same neighbour.
         for p in prepared:
-            t0 = time.monotonic()
             if p.variant.image_of:
-                tag, values = tags[p.variant.image_of], {"image_of": p.variant.image_of}
-                built = f"image of {p.variant.image_of}"
+                built[p.variant.key] = ({"image_of": p.variant.image_of}, f"image of {p.variant.image_of}")
             else:
                 tag, values = build_phase(session, p, run, settings, bases[p.base])
                 tags[p.variant.key] = tag
-                built = f"cold build {values['cold_build_s']:.1f} s, rebuild {values['rebuild_s']:.1f} s"
-            values |= run_phase(session, p, tag, run, settings)
+                built[p.variant.key] = (
+                    values,
+                    f"cold build {values['cold_build_s']:.1f} s, rebuild {values['rebuild_s']:.1f} s",
+                )
+        shift = (run - 1) % len(prepared)
+        for p in prepared[shift:] + prepared[:shift]:
+            t0 = time.monotonic()
+            values, about = built[p.variant.key]
+            tag = tags[p.variant.image_of or p.variant.key]
+            values = values | run_phase(session, p, tag, run, settings)
             results[p.variant.key].append(values)
             log(
-                f"run {run}/{settings.runs} {p.variant.label}: {built}, "
+                f"run {run}/{settings.runs} {p.variant.label}: {about}, "
                 f"first OK {values['run_to_first_ok_s']:.2f} s, {values['rps']:.0f} req/s, "
                 f"p99 {values['p99_ms']:.1f} ms, {values['errors']} errors, stop {values['stop_s']:.2f} s "
                 f"({time.monotonic() - t0:.0f} s)"

@@ -7,8 +7,12 @@ kubernetes-validate --strict for the newest Kubernetes it knows, the kustomizati
 (`kubectl kustomize` when kubectl is installed; its resources are always checked to exist and
 parse) and the pod meets the "restricted" Pod Security Standard; the GitHub workflow passes
 actionlint (with shellcheck) and its schema, the GitLab pipeline its schema and shellcheck;
-checkov finds nothing in the manifests, the pipelines and the Dockerfile (three justified
-Kubernetes skips below); yamllint passes on every generated YAML file.
+the NetworkPolicy admits the service port only and lets out DNS only; zizmor finds nothing in the
+workflow and Dependabot's file, every action is pinned to a commit; Dependabot's and Renovate's files
+pass their schemas and cover every lock; both pipelines publish both platforms with an SBOM and
+provenance, after a scan that fails on fixable critical findings; checkov finds nothing in the
+manifests, the pipelines and the Dockerfile (two justified Kubernetes skips below); yamllint passes on
+every generated YAML file.
 
 Docker level (marker `docker`): `docker compose up --wait` brings the service up healthy and
 hardened on a free host port, `docker compose watch` ships a code edit, `docker compose down -v`
@@ -23,6 +27,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -67,6 +72,7 @@ K8S_MANIFESTS = [
     "service.yaml",
     "poddisruptionbudget.yaml",
     "horizontalpodautoscaler.yaml",
+    "networkpolicy.yaml",
 ]
 LEFTOVER_JINJA = re.compile(r"(?<!\$)\{\{\s*[A-Za-z_]|\{%|\{#|cookiecutter")
 # Checks that do not fit a kustomize *base*, each with the reason; an overlay satisfies them.
@@ -75,9 +81,6 @@ CHECKOV_K8S_SKIPS = {
     "CKV_K8S_21": "the default namespace should not be used",
     # The base names a tag; the overlay that deploys pins the image, by digest, under `images:`.
     "CKV_K8S_43": "image should use a digest",
-    # Who may call the service (an ingress controller, other namespaces) differs per cluster:
-    # the overlay adds the NetworkPolicy.
-    "CKV2_K8S_6": "pods should have a NetworkPolicy",
 }
 # yamllint's defaults, less three conventions of these files: Compose, Kubernetes and CI files are
 # single documents without `---`, GitHub's `on:` key, and Dependabot's `uses: x@sha # vN` comments.
@@ -136,6 +139,7 @@ def expected_files(case: dict) -> dict[str, bool]:
         ".github/workflows/ci.yml": case["ci"] == "github",
         ".github/dependabot.yml": case["ci"] == "github",
         ".gitlab-ci.yml": case["ci"] == "gitlab",
+        "renovate.json": case["ci"] == "gitlab",
     }
 
 
@@ -345,6 +349,28 @@ def test_probes_resources_and_graceful_shutdown(full):
     assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
 
 
+def test_network_policy_admits_the_service_port_and_dns_only(full):
+    root, _ = full
+    objects = k8s_objects(root)
+    policy = objects["NetworkPolicy"]["spec"]
+    pod = objects["Deployment"]["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    (container,) = pod["spec"]["containers"]
+    named = {port["name"] for port in container["ports"]}
+    # In: the service port (by the container's port name), from any peer.
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
+    assert "http" in named
+    # Out: the cluster DNS only.
+    (egress,) = policy["egress"]
+    assert sorted((p["protocol"], p["port"]) for p in egress["ports"]) == [("TCP", 53), ("UDP", 53)]
+    (peer,) = egress["to"]
+    assert peer == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+
+
 # --- render level: CI pipelines ----------------------------------------------------------------------
 
 
@@ -379,6 +405,13 @@ def test_github_workflow_passes_actionlint_and_schemas(github_project):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_zizmor_finds_nothing_in_the_workflow_and_dependabot_config(github_project):
+    """GitHub Actions' security linter at its default persona, offline (no online audits)."""
+    result = run([tool("zizmor"), "--offline", "--no-progress", ".github"], cwd=github_project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings" in result.stdout, result.stdout
+
+
 def test_github_workflow_steps_and_permissions(github_project):
     data = workflow(github_project)
     assert data["permissions"] == {"contents": "read"}
@@ -396,10 +429,13 @@ def test_github_workflow_steps_and_permissions(github_project):
     assert "type=sha" in meta["tags"] and "type=match,pattern=^v(" in meta["tags"]
     assert uses["docker/build-push-action"]["with"]["push"] is True
     text = (github_project / ".github" / "workflows" / "ci.yml").read_text()
-    # Every action is pinned to a release (a major or exact version, or a commit), never a branch;
-    # actionlint (above) rejects releases that run on a removed runtime such as node20.
-    for action in re.findall(r"uses: (\S+)", text):
-        assert re.fullmatch(r"[\w.-]+/[\w.-]+@(v\d+(\.\d+)*|[0-9a-f]{40})", action), f"{action} is not pinned"
+    # Every action is pinned to a full commit SHA, its release named in the comment (the form that
+    # Dependabot updates); actionlint (above) rejects releases that run on a removed runtime.
+    uses_lines = re.findall(r"uses: (.*)", text)
+    steps = [step for job in data["jobs"].values() for step in job["steps"] if "uses" in step]
+    assert len(uses_lines) == len(steps), uses_lines
+    for line in uses_lines:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+", line), f"{line}: not pinned"
 
 
 def test_gitlab_pipeline_passes_schema_and_shellcheck(gitlab_project, tmp_path):
@@ -427,14 +463,128 @@ def test_gitlab_pipeline_jobs(gitlab_project):
     smoke = "\n".join(pipeline["smoke"]["script"])
     assert "docker build" in smoke and "Health.Status" in smoke and "docker stop" in smoke
     assert "127.0.0.1:9090/" in smoke, "the probe uses the chosen port"
-    publish = pipeline["publish"]
-    assert publish["rules"] == [
+    # Publish and scan on the default branch and tags; the version tag only for v1.2.3 tags.
+    assert pipeline[".release"]["rules"] == [
         {"if": "$CI_COMMIT_TAG"},
         {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"},
     ]
-    pushed = "\n".join(publish["script"])
-    assert 'docker push "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA"' in pushed
-    assert "CI_COMMIT_TAG" in pushed
+    assert ".release" in pipeline["publish"]["extends"] and pipeline["scan"]["extends"] == ".release"
+    pushed = "\n".join(pipeline["publish"]["script"])
+    assert '--tag "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA" --push' in pushed
+    release = pipeline["release"]
+    assert release["rules"] == [{"if": r"$CI_COMMIT_TAG =~ /^v\d+\.\d+\.\d+$/"}]
+    assert '--tag "$CI_REGISTRY_IMAGE:${CI_COMMIT_TAG#v}"' in "\n".join(release["script"])
+    stages = pipeline["stages"]
+    assert stages.index("publish") < stages.index("scan") < stages.index("release")
+
+
+def publish_facts(root: Path, ci: str) -> dict:
+    """What a pipeline's publishing does, read from the pipeline file, in one shape for both CIs."""
+    if ci == "github":
+        steps = workflow(root)["jobs"]["publish"]["steps"]
+
+        def step(action: str, **where) -> dict:
+            return next(
+                s
+                for s in steps
+                if s.get("uses", "").startswith(f"{action}@")
+                and all(s["with"].get(k) == v for k, v in where.items())
+            )
+
+        push = step("docker/build-push-action", push=True)
+        scanned = step("docker/build-push-action", load=True)
+        scan = step("aquasecurity/trivy-action")
+        return {
+            "platforms": sorted(push["with"]["platforms"].split(",")),
+            "sbom": push["with"]["sbom"] is True,
+            "provenance": push["with"]["provenance"],
+            "scan": (
+                scan["with"]["severity"],
+                scan["with"]["ignore-unfixed"] is True,
+                scan["with"]["exit-code"],
+            ),
+            # The scanned image is the one just built, and the scan comes before the push.
+            "scan gates the release": scan["with"]["image-ref"] == scanned["with"]["tags"]
+            and steps.index(scanned) < steps.index(scan) < steps.index(push),
+            "emulates arm64": any(s.get("uses", "").startswith("docker/setup-qemu-action@") for s in steps),
+        }
+    pipeline = load(root / ".gitlab-ci.yml")
+    publish, scan = pipeline["publish"], pipeline["scan"]
+    build = shlex.split(next(line for line in publish["script"] if "buildx build" in line))
+    platforms = build[build.index("--platform") + 1].replace("$PLATFORMS", publish["variables"]["PLATFORMS"])
+    provenance = next(arg for arg in build if arg.startswith("--provenance="))
+    trivy = shlex.split(" ".join(scan["script"]))
+    stages = pipeline["stages"]
+    return {
+        "platforms": sorted(platforms.split(",")),
+        "sbom": "--sbom=true" in build,
+        "provenance": provenance.removeprefix("--provenance="),
+        "scan": (
+            trivy[trivy.index("--severity") + 1],
+            "--ignore-unfixed" in trivy,
+            trivy[trivy.index("--exit-code") + 1],
+        ),
+        # The version tag is given in a later stage than the scan of the pushed commit image.
+        "scan gates the release": "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA" in trivy
+        and stages.index(scan["stage"]) < stages.index(pipeline["release"]["stage"]),
+        "emulates arm64": any("tonistiigi/binfmt" in line and "arm64" in line for line in publish["script"]),
+    }
+
+
+@pytest.mark.parametrize("name", list(FULL))
+def test_publishing_is_multi_platform_attested_and_scanned(name, github_project, gitlab_project):
+    root = github_project if name == "github" else gitlab_project
+    assert publish_facts(root, FULL[name]["ci"]) == {
+        "platforms": ["linux/amd64", "linux/arm64"],
+        "sbom": True,
+        "provenance": "mode=max",
+        "scan": ("CRITICAL", True, "1"),
+        "scan gates the release": True,
+        "emulates arm64": True,
+    }
+
+
+LOCK_HEADER = re.compile(r"^#    (uv pip compile .*--output-file (\S+) (\S+\.in))$", re.MULTILINE)
+
+
+def locks(root: Path) -> dict[str, str]:
+    """{lock: the `uv pip compile` command in its header} of every requirements*.txt."""
+    found = {}
+    for path in sorted(root.glob("requirements*.txt")):
+        match = LOCK_HEADER.search(path.read_text())
+        assert match, f"{path.name}: no `uv pip compile` command in the header"
+        command, output, source = match.groups()
+        assert output == path.name and (root / source).is_file(), command
+        assert "--universal" in command and "--generate-hashes" in command, command
+        found[path.name] = command
+    return found
+
+
+@pytest.mark.parametrize("name", list(FULL))
+def test_a_bot_keeps_every_lock_the_actions_and_the_base_image_current(name, github_project, gitlab_project):
+    """The bots re-run each lock's header command, so the header must be the real one."""
+    root = github_project if name == "github" else gitlab_project
+    lock_files = locks(root)
+    assert "requirements.txt" in lock_files and "requirements-dev.txt" in lock_files
+    assert ("requirements-build.txt" in lock_files) == (FULL[name].get("installer") == "uv")
+    if name == "github":
+        config = load(root / ".github" / "dependabot.yml")
+        updates = {u["package-ecosystem"]: u for u in config["updates"]}
+        assert sorted(updates) == ["docker", "github-actions", "uv"]
+        assert all(u["directory"] == "/" and u["cooldown"]["default-days"] >= 7 for u in updates.values())
+        return
+    config = json.loads((root / "renovate.json").read_text())
+    result = run([tool("check-jsonschema"), "--builtin-schema", "vendor.renovate", "renovate.json"], cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "config:recommended" in config["extends"]  # dockerfile and gitlabci managers: FROM, images
+    (pattern,) = config["pip-compile"]["managerFilePatterns"]
+    regex = re.compile(pattern.strip("/"))
+    others = [p.name for p in root.rglob("*.txt") if p.name not in lock_files]
+    assert [name for name in lock_files if regex.search(name)] == list(lock_files)
+    assert not [name for name in others if regex.search(name)], others
+    assert config["pip_requirements"]["enabled"] is False, "the locks are re-locked, not edited"
+    assert config["lockFileMaintenance"]["enabled"] is True
+    assert config["minimumReleaseAge"] == "7 days"
 
 
 # --- render level: checkov and yamllint --------------------------------------------------------------

@@ -130,16 +130,21 @@ def test_booleans_must_be_booleans(pre):
 
 
 def test_unused_paths_follow_the_options(post):
-    answers = dict(use_compose=False, use_kubernetes=False, ci="none")
+    answers = dict(use_compose=False, use_kubernetes=False, ci="none", installer="pip")
     assert set(post.unused_paths(answers)) == {
         "compose.yaml",
         "compose.override.yaml",
         "k8s",
         ".github",
         ".gitlab-ci.yml",
+        "renovate.json",
+        "requirements-build.in",
+        "requirements-build.txt",
     }
-    answers = dict(use_compose=True, use_kubernetes=True, ci="github")
-    assert post.unused_paths(answers) == [".gitlab-ci.yml"]
+    answers = dict(use_compose=True, use_kubernetes=True, ci="github", installer="uv")
+    assert post.unused_paths(answers) == [".gitlab-ci.yml", "renovate.json"]
+    answers = dict(use_compose=True, use_kubernetes=True, ci="gitlab", installer="uv")
+    assert post.unused_paths(answers) == [".github"]
 
 
 def test_remove_paths_is_idempotent(post, tmp_path):

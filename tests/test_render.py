@@ -144,17 +144,41 @@ def test_dockerfile_properties(project):
     assert f'org.opencontainers.image.title="{answers["project_name"]}"' in labels
     assert f'org.opencontainers.image.description="{answers["description"]}"' in labels
     assert ("uv pip install" in install.args) == (answers["installer"] == "uv")
+    # uv, where used, comes from its own hash-pinned lock, into a stage the final image only mounts from.
+    builder = stages(instructions)[:-1]
+    assert len(builder) == (answers["installer"] == "uv")
+    for stage in builder:
+        (run,) = [i for i in stage if i.keyword == "RUN"]
+        assert "--require-hashes" in run.args and "-r /tmp/requirements-build.txt" in run.args
+        assert "source=requirements-build.txt" in run.args and "uv==" not in run.args
+        assert "!requirements-build.txt" in (root / ".dockerignore").read_text().splitlines()
 
 
 def test_requirements_are_fully_pinned_with_hashes(project):
-    root, _ = project
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    root, answers = project
+    locks = ["requirements.txt", "requirements-dev.txt"]
+    assert (root / "requirements-build.txt").exists() == (answers["installer"] == "uv")
+    for name in [*locks, *(["requirements-build.txt"] if answers["installer"] == "uv" else [])]:
         text = (root / name).read_text()
         entries = [e for e in re.split(r"\n(?=\S)", text) if e.strip() and not e.startswith("#")]
         assert entries, name
         for entry in entries:
             assert re.match(r"^[a-z0-9._-]+(\[[a-z,]+\])?==[^ ;]+", entry), entry.splitlines()[0]
             assert "--hash=sha256:" in entry, entry.splitlines()[0]
+
+
+def lock_names(lock: str) -> set[str]:
+    return set(re.findall(r"^([a-z0-9._-]+)==", lock, re.MULTILINE))
+
+
+def test_the_runtime_lock_holds_what_runs_and_the_dev_lock_the_rest(project):
+    root, _ = project
+    runtime = lock_names((root / "requirements.txt").read_text())
+    dev = lock_names((root / "requirements-dev.txt").read_text())
+    # uvicorn with its event loop and HTTP parser; the reload watcher, WebSockets and YAML only for dev.
+    assert {"fastapi", "uvicorn", "uvloop", "httptools"} <= runtime
+    assert not runtime & {"watchfiles", "websockets", "pyyaml", "pytest", "ruff", "uv"}, runtime
+    assert runtime <= dev and {"watchfiles", "pytest", "ruff", "uv"} <= dev
 
 
 def test_option_files(project):

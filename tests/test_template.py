@@ -43,3 +43,14 @@ def test_template_workflow_passes_actionlint():
         [tool("actionlint"), ".github/workflows/ci.yml"], cwd=TEMPLATE, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_template_workflow_passes_zizmor():
+    """Actions pinned to commits, no persisted credentials: the generated workflow's rules apply here too."""
+    result = subprocess.run(
+        [tool("zizmor"), "--offline", "--no-progress", ".github"],
+        cwd=TEMPLATE,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
