@@ -52,6 +52,8 @@ def configure(settings: Settings) -> None:
         else {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s"}
     )
     access_filters = [] if settings.log_health_checks else ["health"]
+    # The level uvicorn set from UVICORN_LOG_LEVEL: kept for its loggers, followed by the app's.
+    level = logging.getLogger("uvicorn.error").getEffectiveLevel()
     logging.config.dictConfig(
         {
             "version": 1,
@@ -66,19 +68,16 @@ def configure(settings: Settings) -> None:
                     "stream": "ext://sys.stderr",
                 }
             },
-            # No levels here: uvicorn set them from UVICORN_LOG_LEVEL; the app's loggers follow it.
             "loggers": {
-                "uvicorn": {"handlers": ["default"], "propagate": False},
+                "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
+                # No level: uvicorn's own (UVICORN_ACCESS_LOG=false turns these lines off).
                 "uvicorn.access": {
                     "handlers": ["default"],
                     "filters": access_filters,
                     "propagate": False,
                 },
             },
-            "root": {
-                "handlers": ["default"],
-                "level": logging.getLogger("uvicorn.error").getEffectiveLevel(),
-            },
+            "root": {"handlers": ["default"], "level": level},
         }
     )
 
