@@ -7,7 +7,7 @@ kubernetes-validate --strict for the newest Kubernetes it knows, the kustomizati
 (`kubectl kustomize` when kubectl is installed; its resources are always checked to exist and
 parse) and the pod meets the "restricted" Pod Security Standard; the GitHub workflow passes
 actionlint (with shellcheck) and its schema, the GitLab pipeline its schema and shellcheck;
-checkov finds nothing in the manifests, the pipelines and the Dockerfile (three justified
+checkov finds nothing in the manifests, the pipelines and the Dockerfile (five justified
 Kubernetes skips below); yamllint passes on every generated YAML file.
 
 Docker level (marker `docker`): `docker compose up --wait` brings the service up healthy and
@@ -64,6 +64,10 @@ CHECKOV_K8S_SKIPS = {
     "CKV_K8S_21": "the default namespace should not be used",
     # The base names a tag; the overlay that deploys pins the image, by digest, under `images:`.
     "CKV_K8S_43": "image should use a digest",
+    # The Deployment names the image only; its tag is kustomization.yaml's `images:` (the version).
+    "CKV_K8S_14": "image tag should be fixed, not latest or blank",
+    # IfNotPresent: a release tag never moves, and Always breaks images loaded into local clusters.
+    "CKV_K8S_15": "image pull policy should be Always",
     # Who may call the service (an ingress controller, other namespaces) differs per cluster:
     # the overlay adds the NetworkPolicy.
     "CKV2_K8S_6": "pods should have a NetworkPolicy",
@@ -171,7 +175,11 @@ def test_compose_file_properties(full):
     assert list(compose["services"]) == ["app"]
     app = compose["services"]["app"]
     assert app["image"] == f"{answers['slug']}:${{TAG:-latest}}"
-    assert app["build"] == {"context": "."}
+    # The OCI build facts come from the environment (`make up` exports them), empty by default.
+    assert app["build"] == {
+        "context": ".",
+        "args": {name: f"${{{name}:-}}" for name in ("VERSION", "REVISION", "CREATED", "SOURCE")},
+    }
     assert app["ports"] == [f"${{HOST_PORT:-{answers['port']}}}:{answers['port']}"]
     assert app["restart"] == "unless-stopped"
     assert app["read_only"] is True
@@ -205,8 +213,17 @@ def test_compose_override_holds_what_swarm_rejects(full):
     assert app["build"]["network"] == "${BUILD_NETWORK:-default}"
     assert override["secrets"] == {"index_url": {"environment": "INDEX_URL"}}
     assert app["deploy"] == {"replicas": 1}, "compose publishes a fixed host port: one container"
-    watch = {entry["path"]: entry["action"] for entry in app["develop"]["watch"]}
-    assert watch == {"main.py": "rebuild", "requirements.txt": "rebuild"}
+    assert "develop" not in app, "`up` runs the production image; the dev service has the watch"
+    # The dev service: only when named (profile), the dev stage, app/ mounted read-only over the
+    # image's copy; the hardening that does not stand in its way is kept.
+    dev = override["services"]["dev"]
+    assert dev["profiles"] == ["dev"] and dev["build"]["target"] == "dev"
+    assert dev["build"]["secrets"] == ["index_url"]
+    assert {"type": "bind", "source": "./app", "target": "/app/app", "read_only": True} in dev["volumes"]
+    assert dev["read_only"] is True and dev["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in dev["security_opt"]
+    watch = {entry["path"]: entry["action"] for entry in dev["develop"]["watch"]}
+    assert watch == {"requirements.txt": "rebuild", "requirements-dev.txt": "rebuild"}
     # Every other variable has a default, so plain `docker compose up` needs no environment.
     for name in ("compose.yaml", "compose.override.yaml"):
         for variable in re.findall(r"\$\{([^}]*)\}", (root / name).read_text()):
@@ -214,6 +231,10 @@ def test_compose_override_holds_what_swarm_rejects(full):
 
 
 # --- render level: Kubernetes ------------------------------------------------------------------------
+
+
+def app_version(root: Path) -> str:
+    return re.search(r'^__version__ = "(.+)"$', (root / "app" / "__init__.py").read_text(), re.M)[1]
 
 
 def k8s_objects(root: Path) -> dict[str, dict]:
@@ -244,8 +265,9 @@ def test_kustomization_composes_the_manifests(full):
     assert sorted(kustomization["resources"]) == sorted(K8S_MANIFESTS)
     for resource in kustomization["resources"]:
         assert load(root / "k8s" / resource)["metadata"]["name"] == answers["slug"]
+    # The tag is the version of app/__init__.py: what CI pushes for the release tag v<version>.
     assert kustomization["images"] == [
-        {"name": answers["slug"], "newName": answers["slug"], "newTag": "0.1.0"}
+        {"name": answers["slug"], "newName": answers["slug"], "newTag": app_version(root)}
     ]
 
 
@@ -267,7 +289,9 @@ def test_kustomize_renders_valid_objects(full, tmp_path):
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     assert deployment["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": answers["slug"]}}
     assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{answers['slug']}:0.1.0"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"{answers['slug']}:{app_version(root)}"
+    assert container["imagePullPolicy"] == "IfNotPresent", "Always defeats images loaded into kind/minikube"
     out = tmp_path / "rendered.yaml"
     out.write_text(result.stdout)
     version = newest_kubernetes()
@@ -384,6 +408,15 @@ def test_github_workflow_steps_and_permissions(github_project):
     assert meta["images"] == "ghcr.io/${{ github.repository }}"
     assert "type=sha" in meta["tags"] and "type=match,pattern=^v(" in meta["tags"]
     assert uses["docker/build-push-action"]["with"]["push"] is True
+    # The OCI labels as `make build` sets them (metadata-action's labels would replace the version
+    # with the git ref), and a release tag that is not v<app/__init__.py's version> fails the job.
+    build = uses["docker/build-push-action"]["with"]
+    assert "labels" not in build
+    args = dict(line.split("=", 1) for line in build["build-args"].splitlines())
+    assert sorted(args) == ["CREATED", "REVISION", "SOURCE", "VERSION"]
+    assert args["VERSION"] == "${{ steps.build.outputs.version }}"
+    [version_step] = [step for step in publish["steps"] if step.get("id") == "build"]
+    assert "app/__init__.py" in version_step["run"] and '!= "v$version"' in version_step["run"]
     text = (github_project / ".github" / "workflows" / "ci.yml").read_text()
     # Every action is pinned to a release (a major or exact version, or a commit), never a branch;
     # actionlint (above) rejects releases that run on a removed runtime such as node20.
@@ -401,7 +434,9 @@ def test_gitlab_pipeline_passes_schema_and_shellcheck(gitlab_project, tmp_path):
     for name, job in pipeline.items():
         if isinstance(job, dict) and "script" in job:
             script = tmp_path / f"{name}.sh"
-            script.write_text("#!/bin/sh\nset -e\n" + "\n".join(job["script"]) + "\n")
+            before = pipeline.get(job.get("extends"), {}).get("before_script", [])
+            lines = [*before, *job.get("before_script", []), *job["script"]]
+            script.write_text("#!/bin/sh\nset -e\n" + "\n".join(lines) + "\n")
             check = run([tool("shellcheck"), "--shell", "sh", str(script)])
             assert check.returncode == 0, f"job {name}:\n{check.stdout}"
 
@@ -423,7 +458,16 @@ def test_gitlab_pipeline_jobs(gitlab_project):
     ]
     pushed = "\n".join(publish["script"])
     assert 'docker push "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA"' in pushed
-    assert "CI_COMMIT_TAG" in pushed
+    assert "CI_COMMIT_TAG" in pushed and '!= "v$VERSION"' in pushed
+    # Both image builds: the mirror (CI/CD variable INDEX_URL) as a build secret, the OCI build facts
+    # from the job's environment, set by the shared before_script from app/__init__.py and CI.
+    before = "\n".join(docker_job["before_script"])
+    assert "app/__init__.py" in before and "REVISION=\"$CI_COMMIT_SHA\"" in before
+    for script in (smoke, pushed):
+        build = next(line for line in script.splitlines() if line.startswith("docker build"))
+        assert "--secret id=index_url,env=INDEX_URL" in build, build
+        for name in ("VERSION", "REVISION", "CREATED", "SOURCE"):
+            assert f"--build-arg {name}" in build, build
 
 
 # --- render level: checkov and yamllint --------------------------------------------------------------

@@ -4,6 +4,9 @@ import io
 import json
 import logging
 import re
+{%- if cookiecutter.use_kubernetes %}
+from pathlib import Path
+{%- endif %}
 
 import pytest
 from fastapi.testclient import TestClient
@@ -83,3 +86,11 @@ def test_json_logs_carry_the_request_id_and_skip_health_probes(json_logs) -> Non
     ]
     assert all(line["request_id"] == "req-1" for line in lines)
     assert lines[1]["level"] == "WARNING" and lines[1]["logger"] == "app.main"
+{%- if cookiecutter.use_kubernetes %}
+
+
+def test_kubernetes_deploys_this_version() -> None:
+    """k8s/kustomization.yaml names the image tag that CI pushes for this version."""
+    k8s = Path(__file__).resolve().parent.parent / "k8s"
+    assert re.search(r'newTag: "(.*)"', (k8s / "kustomization.yaml").read_text())[1] == __version__
+{%- endif %}
