@@ -462,7 +462,7 @@ def test_gitlab_pipeline_jobs(gitlab_project):
     # Both image builds: the mirror (CI/CD variable INDEX_URL) as a build secret, the OCI build facts
     # from the job's environment, set by the shared before_script from app/__init__.py and CI.
     before = "\n".join(docker_job["before_script"])
-    assert "app/__init__.py" in before and "REVISION=\"$CI_COMMIT_SHA\"" in before
+    assert "app/__init__.py" in before and 'REVISION="$CI_COMMIT_SHA"' in before
     for script in (smoke, pushed):
         build = next(line for line in script.splitlines() if line.startswith("docker build"))
         assert "--secret id=index_url,env=INDEX_URL" in build, build

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import COOKIECUTTER_JSON, bake, choices, pairwise, tool
-from dockerfile import from_image, lineage, parse, stages
+from dockerfile import from_image, lineage, parse
 
 COMBINATIONS = pairwise(choices())
 VARIANTS = [
