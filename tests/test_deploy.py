@@ -529,14 +529,17 @@ def get_json(url: str, timeout: float = 2) -> object:
 
 def wait_for(url: str, expected: object, seconds: float) -> float:
     """Seconds until GET url answers `expected`."""
-    started = time.monotonic()
+    started, seen = time.monotonic(), None
     while True:
         try:
-            if get_json(url) == expected:
+            seen = get_json(url)
+            if seen == expected:
                 return time.monotonic() - started
-        except OSError:
-            pass
-        assert time.monotonic() - started < seconds, f"{url} did not answer {expected} within {seconds} s"
+        except OSError as error:
+            seen = error
+        assert time.monotonic() - started < seconds, (
+            f"{url} did not answer {expected} within {seconds} s; last: {seen!r}"
+        )
         time.sleep(0.2)
 
 
@@ -561,8 +564,8 @@ def compose(root: Path, *args: str, env: dict, timeout: float = 600) -> subproce
 
 
 def edit_greeting(root: Path, greeting: str) -> str:
-    """Change what GET / answers; returns the original main.py."""
-    main = root / "main.py"
+    """Change what GET / answers; returns the original app/main.py."""
+    main = root / "app" / "main.py"
     original = main.read_text()
     assert '{"Hello": "World"}' in original
     main.write_text(original.replace('{"Hello": "World"}', f'{{"Hello": "{greeting}"}}'))
@@ -580,6 +583,12 @@ def service(tmp_path_factory, docker_ready) -> Path:
         yield root
     finally:
         remove_images(root.name)
+
+
+def images_of(project: str) -> list[str]:
+    """Every image `docker compose build` made for the project (by its label), tagged or not."""
+    found = docker("images", "--quiet", "--filter", f"label=com.docker.compose.project={project}").stdout
+    return sorted(set(found.split()))
 
 
 def remove_images(project: str) -> None:
@@ -645,36 +654,45 @@ def test_compose_up_watch_down(service, compose_project):
     unset = {k: v for k, v in env.items() if k != "INDEX_URL"}
     compose(service, "--project-name", project, "build", env=unset)
 
-    log = service / "watch.log"
+    # Dev mode as the README runs it (`make dev`): the dev service, its logs in view, on a port
+    # of its own; a save under app/ is served by the reloaded process, with no new image.
+    dev_port = free_port()
+    log = service / "dev.log"
     with log.open("w") as out:
-        watch = subprocess.Popen(
-            ["docker", "compose", "--project-name", project, "watch"],
+        dev = subprocess.Popen(
+            ["docker", "compose", "--project-name", project, "up", "--build", "--watch", "dev"],
             cwd=service,
-            env=env,
+            env={**env, "HOST_PORT": str(dev_port)},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     original = None
     try:
-        deadline = time.monotonic() + 60
-        while "Watch enabled" not in log.read_text():
-            assert watch.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        original = edit_greeting(service, "Watch")
-        seconds = wait_for(f"http://127.0.0.1:{port}/", {"Hello": "Watch"}, 120)
-        print(f"compose watch: the edit answered after {seconds:.1f} s")
+        wait_for(f"http://127.0.0.1:{dev_port}/", {"Hello": "World"}, 600)
+        images = images_of(project)
+        original = edit_greeting(service, "Dev")
+        seconds = wait_for(f"http://127.0.0.1:{dev_port}/", {"Hello": "Dev"}, 60)
+        print(f"dev mode: the edit answered after {seconds:.1f} s")
+        assert images_of(project) == images, "a save built an image"
     finally:
-        os.killpg(watch.pid, signal.SIGINT)
+        os.killpg(dev.pid, signal.SIGINT)
         try:
-            watch.wait(timeout=20)
+            dev.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(watch.pid, signal.SIGKILL)
-            watch.wait()
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
         if original is not None:
-            (service / "main.py").write_text(original)
-    assert "Rebuilding service" in log.read_text() or "rebuild" in log.read_text().lower()
+            (service / "app" / "main.py").write_text(original)
+    output = log.read_text()
+    # The app's own lines reach the terminal: the reload, and the new process starting up.
+    assert "WatchFiles detected changes in 'app/main.py'" in output, output[-3000:]
+    assert output.count("Application startup complete") >= 2, output[-3000:]
+    (dev_container,) = compose(
+        service, "--project-name", project, "ps", "--all", "--quiet", "dev", env=env
+    ).stdout.split()
+    dev_host = json.loads(docker("inspect", dev_container).stdout)[0]["HostConfig"]
+    assert dev_host["ReadonlyRootfs"] is True and dev_host["CapDrop"] == ["ALL"]
 
     assert any(project_resources(project).values())
     compose(service, "--project-name", project, "down", "--volumes", env=env)
@@ -781,7 +799,7 @@ def test_swarm_stack_converges_and_rolls_out_a_new_image(service, swarm, tmp_pat
         try:
             compose(service, "build", env=compose_env(TAG="v2"))
         finally:
-            (service / "main.py").write_text(original)
+            (service / "app" / "main.py").write_text(original)
         started = time.monotonic()
         docker("service", "update", "--detach", "--image", f"{service.name}:v2", name)
         rounds, silent, state = 0, 0, ""
