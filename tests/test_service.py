@@ -215,3 +215,30 @@ def test_uvicorn_logs_json_with_request_ids_and_no_health_probes(project, venv):
         ("GET / HTTP/1.1", "service-test-1")
     ], access  # the probes (GET and HEAD /health) are not logged
     assert any(line["logger"] == "app.main" for line in lines), lines
+
+
+def test_index_url_reaches_pip_uv_and_the_image_build(project, venv):
+    """Behind a mirror, INDEX_URL is the one setting: pip, uv and `docker build` get it."""
+    show = "show: ; @echo $$PIP_INDEX_URL $$UV_DEFAULT_INDEX $(DOCKER_BUILD_FLAGS)"
+    url = "https://user:token@mirror.example.com/simple"
+    result = make(project, venv, "--silent", f"--eval={show}", "show", f"INDEX_URL={url}")
+    assert result.stdout.split() == [url, url, "--secret", "id=index_url,env=INDEX_URL"], result.stderr
+    unset = make(
+        project,
+        venv,
+        "--silent",
+        f"--eval={show}",
+        "show",
+        INDEX_URL="",
+        PIP_INDEX_URL="",
+        UV_DEFAULT_INDEX="",
+    )
+    assert unset.stdout.split() == [], unset.stdout
+    readme = (project / "README.md").read_text()
+    mirror = readme.index("## Behind a package mirror")
+    assert (
+        mirror < readme.index("## Run it without Docker") < readme.index("## Run it in Docker, step by step")
+    )
+    section = readme[mirror : readme.index("\n## ", mirror + 1)]
+    for word in ("make install", "make lock", "PIP_INDEX_URL", "UV_DEFAULT_INDEX", "--secret id=index_url"):
+        assert word in section, word
