@@ -93,6 +93,5 @@ def test_container_serves_health_and_stops_gracefully(image: str) -> None:
 
 def test_image_is_labelled_with_the_version(image: str) -> None:
     """`make smoke` passes the Makefile's build arguments: the version of app/__init__.py."""
-    inspect = docker("image", "inspect", "--format", "{% raw %}{{json .Config.Labels}}{% endraw %}", image)
-    labels = json.loads(inspect.stdout)
+    labels = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Labels"]
     assert labels["org.opencontainers.image.version"] == __version__
