@@ -122,9 +122,15 @@ def test_dockerfile_properties(project):
     assert "--no-cache-dir" not in install.args  # the cache lives in the mount, not the image
     # The production image never holds the dev tools: only the `dev` stage installs their lock.
     assert "requirements-dev.txt" not in " ".join(i.args for i in final)
-    dev = lineage(instructions, "dev")
-    assert any(i.keyword == "RUN" and "requirements-dev.txt" in i.args for i in dev)
-    assert "--reload" in [i for i in dev if i.keyword == "CMD"][-1].exec_form()
+    # The dev stage exists for compose's dev service, and only with it.
+    assert ("dev" in stage_names) == answers["use_compose"]
+    ignored = (root / ".dockerignore").read_text().splitlines()
+    assert ("!requirements-dev.txt" in ignored) == answers["use_compose"]
+    assert "!app/" in ignored and "!requirements.txt" in ignored
+    if answers["use_compose"]:
+        dev = lineage(instructions, "dev")
+        assert any(i.keyword == "RUN" and "requirements-dev.txt" in i.args for i in dev)
+        assert "--reload" in [i for i in dev if i.keyword == "CMD"][-1].exec_form()
     # Unprivileged, numeric, >= 10000.
     [user] = [i.args for i in final if i.keyword == "USER"]
     uid, _, gid = user.partition(":")
