@@ -1,9 +1,7 @@
 """{{ cookiecutter.project_name }}: the HTTP API.
 
-Settings: app/settings.py (LOG_FORMAT, LOG_HEALTH_CHECKS) and uvicorn's own environment
-variables: UVICORN_LOG_LEVEL (default info), UVICORN_ROOT_PATH (the path prefix when served
-behind a proxy), FORWARDED_ALLOW_IPS (proxies trusted for X-Forwarded-* headers) and
-WEB_CONCURRENCY (worker processes).
+Its settings are app/settings.py's; uvicorn reads its own from the environment (UVICORN_*,
+WEB_CONCURRENCY: see the README).
 """
 
 import logging
