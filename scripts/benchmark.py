@@ -21,6 +21,8 @@ errors) with memory under load; and `docker stop`. The containers run with `--ne
 a free port in the host's namespace, wrk hits 127.0.0.1 directly, no docker-proxy in the path) and the same
 `--cpus` quota. Every variant's port is set where it is defined (the tutorial's `--port 80`, the template's
 `port` answer) to a free port, because on the host network the container's port is the host's.
+Then the dev loop: the default project's compose dev mode (`docker compose up --watch dev`), app/main.py
+saved several times, and the seconds from each save to GET / answering the new text.
 
 Writes results.md (the table, the targets, how it was measured, on what machine), results.json (every
 run's numbers), benchmark.png (each variant's ratios to the baseline) and the build logs to --out
@@ -245,6 +247,7 @@ class Session:
     containers: set[str] = field(default_factory=set)
     images: set[str] = field(default_factory=set)
     procs: list[subprocess.Popen] = field(default_factory=list)
+    compose: list[tuple[Path, str, list[str]]] = field(default_factory=list)  # (dir, project, -f files)
 
     @property
     def label(self) -> str:
@@ -258,6 +261,14 @@ class Session:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        for directory, project, files in self.compose:
+            down = subprocess.run(
+                ["docker", "compose", "--project-name", project, *files, "down", "--volumes"],
+                cwd=directory, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            if down.returncode != 0:
+                log(f"docker compose down of {project} failed: {down.stderr[-1000:]}")
+        self.compose.clear()
         labelled = [
             docker("ps", "--all", "--quiet", "--filter", f"label={self.label}", check=False).stdout.split(),
             docker("images", "--quiet", "--filter", f"label={self.label}", check=False).stdout.split(),
@@ -315,9 +326,11 @@ def dependency_layers_cached(progress: str) -> tuple[bool, list[str]]:
         r"^#(\d+) \[(?:(\S+) )?(\d+)/\d+\] (.+)$", progress, re.MULTILINE
     ):
         steps.setdefault(step_id, (stage, int(index), text.strip()))
-    code = [(stage, index) for stage, index, text in steps.values() if re.match(r"COPY\b.*main\.py", text)]
+    code = [
+        (stage, index) for stage, index, text in steps.values() if re.match(r"COPY\b.*(main\.py|app/)", text)
+    ]
     if not code:
-        raise BenchmarkError("no `COPY ... main.py` step in the rebuild's log")
+        raise BenchmarkError("no `COPY ... main.py` or `COPY app/` step in the rebuild's log")
     code_stage, code_index = code[0]
     dependencies = [
         (step_id, text)
@@ -551,10 +564,111 @@ def prepare(variant: Variant, workdir: Path, port: int) -> Prepared:
         with stdout_to_stderr():  # the template's hooks print their hints: stdout carries only the tables
             context = Path(cookiecutter(str(REPO), no_input=True, extra_context=answers, output_dir=str(out)))
         extra = ["--secret", f"id=index_url,env={INDEX_URL_ENV}"] if os.environ.get(INDEX_URL_ENV) else []
-    main = context / "main.py"
+    main = context / "main.py" if variant.answers is None else context / "app" / "main.py"
     return Prepared(
         variant, context, port, extra, main, main.read_text(), final_base_image(context / "Dockerfile")
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The dev loop: compose's dev mode of the default project (`make dev`), save -> new response.
+
+
+def dev_loop(session: Session, prepared: Prepared, saves: int, workdir: Path, logdir: Path) -> dict:
+    """Save app/main.py `saves` times under `docker compose up --watch dev`; seconds until each is served.
+
+    Also counts the connections refused (or reset) while polling and the images the saves built.
+    """
+    project = session.name("dev")
+    port = free_ports(1)[0]
+    # A third compose file names and labels the dev image and container, so that they clash with
+    # nothing on this engine and the cleanup finds them.
+    labels = workdir / "benchmark-labels.yaml"
+    labels.write_text(
+        f"services:\n  dev:\n    image: {project}:dev\n"
+        f"    build:\n      labels: {{{LABEL_KEY}: {session.run_id}}}\n"
+        f"    labels: {{{LABEL_KEY}: {session.run_id}}}\n"
+    )
+    files = ["-f", "compose.yaml", "-f", "compose.override.yaml", "-f", str(labels)]
+    compose = ["docker", "compose", "--project-name", project, *files]
+    env = {k: v for k, v in os.environ.items() if k not in {"INDEX_URL", "BUILD_NETWORK", "TAG"}}
+    env["HOST_PORT"] = str(port)
+    if os.environ.get(INDEX_URL_ENV):
+        env["INDEX_URL"] = os.environ[INDEX_URL_ENV]
+        env["BUILD_NETWORK"] = os.environ.get(NETWORK_ENV) or "default"
+    session.compose.append((prepared.context, project, files))
+    main = prepared.main
+    logfile = logdir / "dev-loop.log"
+    with logfile.open("w") as out:
+        proc = subprocess.Popen(
+            [*compose, "up", "--build", "--watch", "dev"],
+            cwd=prepared.context, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    session.procs.append(proc)
+
+    def answer() -> str | None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/")
+            body = conn.getresponse().read().decode()
+            conn.close()
+            return body
+        except OSError:
+            return None
+
+    deadline = time.monotonic() + 600
+    while answer() is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise BenchmarkError(
+                f"the dev service did not answer (log: {logfile}):\n{logfile.read_text()[-3000:]}"
+            )
+        time.sleep(0.2)
+    images = docker("images", "--quiet", "--filter", f"label={session.label}").stdout.split()
+    seconds, refused = [], 0
+    try:
+        for n in range(saves):
+            word = f"Save{n}"
+            main.write_text(prepared.main_text.replace('{"Hello": "World"}', f'{{"Hello": "{word}"}}'))
+            started = time.monotonic()
+            while True:
+                body = answer()
+                if body is None:
+                    refused += 1
+                elif word in body:
+                    break
+                if time.monotonic() - started > 60:
+                    raise BenchmarkError(f"save {n} was not served within 60 s; last answer: {body!r}")
+                time.sleep(0.01)
+            seconds.append(time.monotonic() - started)
+            time.sleep(1)  # the next save comes to a settled server
+        after = docker("images", "--quiet", "--filter", f"label={session.label}").stdout.split()
+    finally:
+        main.write_text(prepared.main_text)
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in the terminal: compose stops the container
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    reloads = logfile.read_text().count("WatchFiles detected changes")
+    return {
+        "saves_s": seconds,
+        "median_s": statistics.median(seconds),
+        "refused": refused,
+        "images_built": len(set(after) - set(images)),
+        "reloads_in_log": reloads,
+    }
+
+
+def dev_loop_table(dev: dict) -> str:
+    saves = dev["saves_s"]
+    rows = [
+        ["save -> new response served (s)", f"{dev['median_s']:.2f} ({min(saves):.2f}-{max(saves):.2f})"],
+        ["saves", str(len(saves))],
+        ["refused or reset connections while polling", str(dev["refused"])],
+        ["images built by the saves", str(dev["images_built"])],
+        ["reloads shown in the dev log", str(dev["reloads_in_log"])],
+    ]
+    return markdown_table(["dev loop (compose dev mode, default answers)", "median (min-max)"], rows)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -938,6 +1052,7 @@ def report(
     targets: list[dict],
     settings: Settings,
     meta: dict,
+    dev: dict,
 ) -> str:
     m = meta["machine"]
     interval = median(results["default"], "health_interval_s")
@@ -964,6 +1079,15 @@ def report(
         "Evaluated on the medians above; the benchmark reports them, it does not enforce them.",
         "",
         targets_table(targets),
+        "",
+        "## Dev loop",
+        "",
+        "The default project's compose dev mode (`make dev`: `docker compose up --build --watch dev`): "
+        "app/main.py is saved with a new greeting, and GET / is polled every 10 ms until it answers it "
+        "(target: under a second, median). Connections refused while polling and images built by the "
+        "saves are counted (both should be 0).",
+        "",
+        dev_loop_table(dev),
         "",
         "## Ratios to the baseline",
         "",
@@ -1150,6 +1274,11 @@ def benchmark(settings: Settings, session: Session, workdir: Path) -> dict:
         for tag in tags.values():
             docker("rmi", "--force", tag, check=False)
             session.images.discard(tag)
+    default = next(p for p in prepared if p.variant.key == "default")
+    saves = 3 if settings.smoke else 10
+    log(f"dev loop: {saves} saves of app/main.py under `docker compose up --watch dev`")
+    dev = dev_loop(session, default, saves, workdir, settings.out / "logs")
+    log(f"dev loop: save -> new response, median {dev['median_s']:.2f} s, {dev['refused']} refused")
     wall = time.monotonic() - started
     targets = evaluate_targets(results)
     commit = subprocess.run(
@@ -1173,7 +1302,7 @@ def benchmark(settings: Settings, session: Session, workdir: Path) -> dict:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()},
         "ports": {p.variant.key: p.port for p in prepared},
     }
-    markdown = report(results, targets, settings, meta)
+    markdown = report(results, targets, settings, meta, dev)
     (settings.out / "results.md").write_text(markdown)
     subtitle = (
         f"{len(results['baseline'])} run(s); wrk {settings.connections} connections, "
@@ -1185,11 +1314,14 @@ def benchmark(settings: Settings, session: Session, workdir: Path) -> dict:
         "meta": meta,
         "variants": {v.key: {"label": v.label, "about": v.about, "runs": results[v.key]} for v in VARIANTS},
         "targets": targets,
+        "dev_loop": dev,
     }
     (settings.out / "results.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     print(results_table(results))
     print()
     print(targets_table(targets))
+    print()
+    print(dev_loop_table(dev))
     log(f"done in {wall:.0f} s: {settings.out / 'results.md'}, results.json, benchmark.png")
     return document
 

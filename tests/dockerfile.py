@@ -51,3 +51,15 @@ def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
 
 def from_image(instruction: Instruction) -> str:
     return re.split(r"\s+", instruction.args)[0]
+
+
+def lineage(instructions: list[Instruction], target: str | None = None) -> list[Instruction]:
+    """The instructions that make the image of stage `target` (default: the last one), parents first.
+
+    A stage FROM another stage's name inherits that stage's instructions.
+    """
+    groups = stages(instructions)
+    names = {re.split(r"\s+", g[0].args)[-1].lower(): g for g in groups if " as " in g[0].args.lower()}
+    group = names[target] if target else groups[-1]
+    parent = from_image(group[0]).lower()
+    return [*lineage(instructions, parent), *group] if parent in names else group

@@ -133,5 +133,12 @@ def test_smoke_run_produces_a_table_for_every_variant_markdown_and_a_chart(reque
             else:
                 assert isinstance(run[metric], int | float) and run[metric] > 0, (key, metric, run[metric])
 
+    # The dev loop: every save served (a number each), and no image built by a save.
+    dev = data["dev_loop"]
+    assert len(dev["saves_s"]) == 3 and all(isinstance(s, float) and s > 0 for s in dev["saves_s"])
+    assert dev["images_built"] == 0 and dev["reloads_in_log"] >= 3, dev
+    header, rows = table_rows(markdown, "dev loop (compose dev mode, default answers)")
+    assert CELL.fullmatch(rows[0][1]), rows
+
     png = (out / "benchmark.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000

@@ -11,8 +11,8 @@ the NetworkPolicy admits the service port only and lets out DNS only; zizmor fin
 workflow and Dependabot's file, every action is pinned to a commit; Dependabot's and Renovate's files
 pass their schemas and cover every lock; both pipelines publish both platforms with an SBOM and
 provenance, after a scan that fails on fixable critical findings; checkov finds nothing in the
-manifests, the pipelines and the Dockerfile (two justified Kubernetes skips below); yamllint passes on
-every generated YAML file.
+manifests, the pipelines and the Dockerfile (four justified Kubernetes skips below); yamllint passes
+on every generated YAML file.
 
 Docker level (marker `docker`): `docker compose up --wait` brings the service up healthy and
 hardened on a free host port, `docker compose watch` ships a code edit, `docker compose down -v`
@@ -81,6 +81,10 @@ CHECKOV_K8S_SKIPS = {
     "CKV_K8S_21": "the default namespace should not be used",
     # The base names a tag; the overlay that deploys pins the image, by digest, under `images:`.
     "CKV_K8S_43": "image should use a digest",
+    # The Deployment names the image only; its tag is kustomization.yaml's `images:` (the version).
+    "CKV_K8S_14": "image tag should be fixed, not latest or blank",
+    # IfNotPresent: a release tag never moves, and Always breaks images loaded into local clusters.
+    "CKV_K8S_15": "image pull policy should be Always",
 }
 # yamllint's defaults, less three conventions of these files: Compose, Kubernetes and CI files are
 # single documents without `---`, GitHub's `on:` key, and Dependabot's `uses: x@sha # vN` comments.
@@ -186,7 +190,11 @@ def test_compose_file_properties(full):
     assert list(compose["services"]) == ["app"]
     app = compose["services"]["app"]
     assert app["image"] == f"{answers['slug']}:${{TAG:-latest}}"
-    assert app["build"] == {"context": "."}
+    # The OCI build facts come from the environment (`make up` exports them), empty by default.
+    assert app["build"] == {
+        "context": ".",
+        "args": {name: f"${{{name}:-}}" for name in ("VERSION", "REVISION", "CREATED", "SOURCE")},
+    }
     assert app["ports"] == [f"${{HOST_PORT:-{answers['port']}}}:{answers['port']}"]
     assert app["restart"] == "unless-stopped"
     assert app["read_only"] is True
@@ -220,8 +228,17 @@ def test_compose_override_holds_what_swarm_rejects(full):
     assert app["build"]["network"] == "${BUILD_NETWORK:-default}"
     assert override["secrets"] == {"index_url": {"environment": "INDEX_URL"}}
     assert app["deploy"] == {"replicas": 1}, "compose publishes a fixed host port: one container"
-    watch = {entry["path"]: entry["action"] for entry in app["develop"]["watch"]}
-    assert watch == {"main.py": "rebuild", "requirements.txt": "rebuild"}
+    assert "develop" not in app, "`up` runs the production image; the dev service has the watch"
+    # The dev service: only when named (profile), the dev stage, app/ mounted read-only over the
+    # image's copy; the hardening that does not stand in its way is kept.
+    dev = override["services"]["dev"]
+    assert dev["profiles"] == ["dev"] and dev["build"]["target"] == "dev"
+    assert dev["build"]["secrets"] == ["index_url"]
+    assert {"type": "bind", "source": "./app", "target": "/app/app", "read_only": True} in dev["volumes"]
+    assert dev["read_only"] is True and dev["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in dev["security_opt"]
+    watch = {entry["path"]: entry["action"] for entry in dev["develop"]["watch"]}
+    assert watch == {"requirements.txt": "rebuild", "requirements-dev.txt": "rebuild"}
     # Every other variable has a default, so plain `docker compose up` needs no environment.
     for name in ("compose.yaml", "compose.override.yaml"):
         for variable in re.findall(r"\$\{([^}]*)\}", (root / name).read_text()):
@@ -229,6 +246,10 @@ def test_compose_override_holds_what_swarm_rejects(full):
 
 
 # --- render level: Kubernetes ------------------------------------------------------------------------
+
+
+def app_version(root: Path) -> str:
+    return re.search(r'^__version__ = "(.+)"$', (root / "app" / "__init__.py").read_text(), re.M)[1]
 
 
 def k8s_objects(root: Path) -> dict[str, dict]:
@@ -259,8 +280,9 @@ def test_kustomization_composes_the_manifests(full):
     assert sorted(kustomization["resources"]) == sorted(K8S_MANIFESTS)
     for resource in kustomization["resources"]:
         assert load(root / "k8s" / resource)["metadata"]["name"] == answers["slug"]
+    # The tag is the version of app/__init__.py: what CI pushes for the release tag v<version>.
     assert kustomization["images"] == [
-        {"name": answers["slug"], "newName": answers["slug"], "newTag": "0.1.0"}
+        {"name": answers["slug"], "newName": answers["slug"], "newTag": app_version(root)}
     ]
 
 
@@ -282,7 +304,9 @@ def test_kustomize_renders_valid_objects(full, tmp_path):
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     assert deployment["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": answers["slug"]}}
     assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{answers['slug']}:0.1.0"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"{answers['slug']}:{app_version(root)}"
+    assert container["imagePullPolicy"] == "IfNotPresent", "Always defeats images loaded into kind/minikube"
     out = tmp_path / "rendered.yaml"
     out.write_text(result.stdout)
     version = newest_kubernetes()
@@ -428,6 +452,15 @@ def test_github_workflow_steps_and_permissions(github_project):
     assert meta["images"] == "ghcr.io/${{ github.repository }}"
     assert "type=sha" in meta["tags"] and "type=match,pattern=^v(" in meta["tags"]
     assert uses["docker/build-push-action"]["with"]["push"] is True
+    # The OCI labels as `make build` sets them (metadata-action's labels would replace the version
+    # with the git ref), and a release tag that is not v<app/__init__.py's version> fails the job.
+    build = uses["docker/build-push-action"]["with"]
+    assert "labels" not in build
+    args = dict(line.split("=", 1) for line in build["build-args"].splitlines())
+    assert sorted(args) == ["CREATED", "REVISION", "SOURCE", "VERSION"]
+    assert args["VERSION"] == "${{ steps.build.outputs.version }}"
+    [version_step] = [step for step in publish["steps"] if step.get("id") == "build"]
+    assert "app/__init__.py" in version_step["run"] and '!= "v$version"' in version_step["run"]
     text = (github_project / ".github" / "workflows" / "ci.yml").read_text()
     # Every action is pinned to a full commit SHA, its release named in the comment (the form that
     # Dependabot updates); actionlint (above) rejects releases that run on a removed runtime.
@@ -448,7 +481,9 @@ def test_gitlab_pipeline_passes_schema_and_shellcheck(gitlab_project, tmp_path):
     for name, job in pipeline.items():
         if isinstance(job, dict) and "script" in job:
             script = tmp_path / f"{name}.sh"
-            script.write_text("#!/bin/sh\nset -e\n" + "\n".join(job["script"]) + "\n")
+            before = pipeline.get(job.get("extends"), {}).get("before_script", [])
+            lines = [*before, *job.get("before_script", []), *job["script"]]
+            script.write_text("#!/bin/sh\nset -e\n" + "\n".join(lines) + "\n")
             check = run([tool("shellcheck"), "--shell", "sh", str(script)])
             assert check.returncode == 0, f"job {name}:\n{check.stdout}"
 
@@ -476,6 +511,18 @@ def test_gitlab_pipeline_jobs(gitlab_project):
     assert '--tag "$CI_REGISTRY_IMAGE:${CI_COMMIT_TAG#v}"' in "\n".join(release["script"])
     stages = pipeline["stages"]
     assert stages.index("publish") < stages.index("scan") < stages.index("release")
+    assert "CI_COMMIT_TAG" in pushed and '!= "v$VERSION"' in pushed
+    # Both image builds: the mirror (CI/CD variable INDEX_URL) as a build secret, the OCI build facts
+    # from the job's environment, set by the shared before_script from app/__init__.py and CI.
+    before = "\n".join(docker_job["before_script"])
+    assert "app/__init__.py" in before and 'REVISION="$CI_COMMIT_SHA"' in before
+    for script in (smoke, pushed):
+        build = " ".join(
+            line for line in script.splitlines() if "docker build" in line or "buildx build" in line
+        )
+        assert "--secret id=index_url,env=INDEX_URL" in build, build
+        for name in ("VERSION", "REVISION", "CREATED", "SOURCE"):
+            assert f"--build-arg {name}" in build, build
 
 
 def publish_facts(root: Path, ci: str) -> dict:
@@ -665,8 +712,8 @@ def compose(root: Path, *args: str, env: dict, timeout: float = 600) -> subproce
 
 
 def edit_greeting(root: Path, greeting: str) -> str:
-    """Change what GET / answers; returns the original main.py."""
-    main = root / "main.py"
+    """Change what GET / answers; returns the original app/main.py."""
+    main = root / "app" / "main.py"
     original = main.read_text()
     assert '{"Hello": "World"}' in original
     main.write_text(original.replace('{"Hello": "World"}', f'{{"Hello": "{greeting}"}}'))
@@ -684,6 +731,12 @@ def service(tmp_path_factory, docker_ready) -> Path:
         yield root
     finally:
         remove_images(root.name)
+
+
+def images_of(project: str) -> list[str]:
+    """Every image `docker compose build` made for the project (by its label), tagged or not."""
+    found = docker("images", "--quiet", "--filter", f"label=com.docker.compose.project={project}").stdout
+    return sorted(set(found.split()))
 
 
 def remove_images(project: str) -> None:
@@ -749,39 +802,47 @@ def test_compose_up_watch_down(service, compose_project):
     unset = {k: v for k, v in env.items() if k != "INDEX_URL"}
     compose(service, "--project-name", project, "build", env=unset)
 
-    log = service / "watch.log"
+    # Dev mode as the README runs it (`make dev`): the dev service, its logs in view, on a port
+    # of its own; a save under app/ is served by the reloaded process, with no new image.
+    dev_port = free_port()
+    log = service / "dev.log"
     with log.open("w") as out:
-        watch = subprocess.Popen(
-            ["docker", "compose", "--project-name", project, "watch"],
+        dev = subprocess.Popen(
+            ["docker", "compose", "--project-name", project, "up", "--build", "--watch", "dev"],
             cwd=service,
-            env=env,
+            env={**env, "HOST_PORT": str(dev_port)},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     original = None
     try:
-
-        def watch_output() -> str:
-            assert watch.poll() is None, f"docker compose watch exited:\n{log.read_text()}"
-            return log.read_text()
-
-        wait_until("docker compose watch enabled", watch_output, lambda out: "Watch enabled" in out, 60)
-        original = edit_greeting(service, "Watch")
+        url = f"http://127.0.0.1:{dev_port}/"
+        wait_until(f"dev service answering {url}", lambda: get_json(url), {"Hello": "World"}.__eq__, 600)
+        images = images_of(project)
+        original = edit_greeting(service, "Dev")
         saved = time.monotonic()
-        url = f"http://127.0.0.1:{port}/"
-        wait_until(f"GET {url} answering the edit", lambda: get_json(url), {"Hello": "Watch"}.__eq__, 120)
-        print(f"compose watch: the edit answered after {time.monotonic() - saved:.1f} s")
+        wait_until(f"GET {url} answering the edit", lambda: get_json(url), {"Hello": "Dev"}.__eq__, 60)
+        print(f"dev mode: the edit answered after {time.monotonic() - saved:.1f} s")
+        assert images_of(project) == images, "a save built an image"
     finally:
-        os.killpg(watch.pid, signal.SIGINT)
+        os.killpg(dev.pid, signal.SIGINT)
         try:
-            watch.wait(timeout=20)
+            dev.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(watch.pid, signal.SIGKILL)
-            watch.wait()
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
         if original is not None:
-            (service / "main.py").write_text(original)
-    assert "Rebuilding service" in log.read_text() or "rebuild" in log.read_text().lower()
+            (service / "app" / "main.py").write_text(original)
+    output = log.read_text()
+    # The app's own lines reach the terminal: the reload, and the new process starting up.
+    assert "WatchFiles detected changes in 'app/main.py'" in output, output[-3000:]
+    assert output.count("Application startup complete") >= 2, output[-3000:]
+    (dev_container,) = compose(
+        service, "--project-name", project, "ps", "--all", "--quiet", "dev", env=env
+    ).stdout.split()
+    dev_host = json.loads(docker("inspect", dev_container).stdout)[0]["HostConfig"]
+    assert dev_host["ReadonlyRootfs"] is True and dev_host["CapDrop"] == ["ALL"]
 
     assert any(project_resources(project).values())
     compose(service, "--project-name", project, "down", "--volumes", env=env)
@@ -894,7 +955,7 @@ def test_swarm_stack_converges_and_rolls_out_a_new_image(service, swarm, tmp_pat
         try:
             compose(service, "build", env=compose_env(TAG="v2"))
         finally:
-            (service / "main.py").write_text(original)
+            (service / "app" / "main.py").write_text(original)
         started = time.monotonic()
         docker("service", "update", "--detach", "--image", f"{service.name}:v2", name)
         rounds, silent, rolled_out = [], 0, []

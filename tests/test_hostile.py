@@ -81,5 +81,5 @@ def test_cookiecutter_refuses_unoffered_choices_before_anything_is_written(tmp_p
 def test_unusual_names_render_with_a_derived_slug(tmp_path, name, slug):
     result = cookiecutter_cli(tmp_path, f"project_name={name}", FASTAPI_DOCKER_PREFLIGHT="off")
     assert result.returncode == 0, result.stderr
-    main = (tmp_path / "out" / slug / "main.py").read_text()
+    main = (tmp_path / "out" / slug / "app" / "main.py").read_text()
     assert f'title="{name}"' in main

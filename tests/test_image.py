@@ -12,6 +12,7 @@ Measurements (build times, sizes, time to healthy, stop time) are written to
 build/image-measurements.json for the record; they are not asserted (the benchmark shows speed).
 """
 
+import datetime
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import shlex
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -159,7 +161,7 @@ def test_runs_unprivileged_and_hardened(built, cleanup):
     # The process itself (PID 1, uvicorn) runs as that uid, and cannot write its code.
     status = docker("exec", name, "cat", "/proc/1/status").stdout
     assert re.search(rf"^Uid:\s+{uid}\s", status, re.MULTILINE), status
-    denied = docker("exec", name, "touch", "/app/main.py", check=False)
+    denied = docker("exec", name, "touch", "/app/app/main.py", check=False)
     assert denied.returncode != 0
 
 
@@ -172,30 +174,41 @@ def test_image_holds_no_build_context_leftovers_or_caches(built):
         "do test -e $p && echo FOUND $p; done; true"
     )
     listing = docker("run", "--rm", "--user", "0", "--entrypoint", "sh", tag, "-c", script).stdout.split()
-    assert sorted(listing) == ["main.py", "requirements.txt"], listing
+    assert sorted(listing) == ["app", "requirements.txt"], listing
+    package = docker("run", "--rm", "--entrypoint", "ls", tag, "-A", "/app/app").stdout.split()
+    assert sorted(package) == ["__init__.py", "logs.py", "main.py", "settings.py"], package
     history = docker("history", "--no-trunc", tag).stdout + docker("inspect", tag).stdout
     assert "do-not-ship-me" not in history
 
 
 def test_stops_gracefully_and_finishes_the_request_in_flight(built, cleanup):
-    """Also the rebuild check: editing only main.py reuses every dependency layer from cache."""
+    """Also the rebuild check: editing only app/main.py reuses every dependency layer from cache."""
     scenario, project, tag, answers = built
     before = layers(tag)
-    main = project / "main.py"
+    main = project / "app" / "main.py"
     main.write_text(main.read_text() + SLOW_ENDPOINT)
     edited = f"{tag}-edited"
     cleanup.append(["rmi", "--force", edited])
     result, seconds = buildx(project, edited)
     record(scenario, rebuild_after_main_py_edit_s=round(seconds, 1))
-    # Every step before `COPY main.py` (user, workdir, requirements, dependency install) comes from
-    # the layer cache; the code layer is rebuilt.
-    final_stage = re.findall(r"^#(\d+) \[stage-\d+ (\d+)/\d+\] (.+)$", result.stderr, re.MULTILINE)
-    steps = sorted((int(index), step_id, text) for step_id, index, text in final_stage)
-    code = next(index for index, _, text in steps if text.startswith("COPY main.py"))
-    before_code = [(step_id, text) for index, step_id, text in steps if 1 < index < code]
+    # Every step before `COPY app/` (user, workdir, requirements, dependency install, in the stages
+    # the production image is built from) comes from the layer cache; the code layer is rebuilt.
+    steps = {
+        step_id: (stage, int(index), text)
+        for step_id, stage, index, text in re.findall(
+            r"^#(\d+) \[(\S+) (\d+)/\d+\] (.+)$", result.stderr, re.MULTILINE
+        )
+    }
+    [(code_stage, code)] = [(s, i) for s, i, text in steps.values() if text.startswith("COPY app/")]
+    before_code = [
+        (step_id, text)
+        for step_id, (stage, index, text) in steps.items()
+        if index > 1 and (stage != code_stage or index < code)
+    ]
     assert any(text.startswith("RUN") and "requirements.txt" in text for _, text in before_code)
+    assert not any("requirements-dev.txt" in text for _, text in before_code), "built the dev stage"
     uncached = [text for step_id, text in before_code if f"#{step_id} CACHED" not in result.stderr]
-    assert uncached == [], f"rebuilt after a main.py edit: {uncached}"
+    assert uncached == [], f"rebuilt after an app/main.py edit: {uncached}"
     assert layers(edited)[-1] != before[-1]
 
     name, host_port = unique("fd-stop"), free_port()
@@ -331,4 +344,120 @@ def test_generated_smoke_test_passes(tmp_path, venv):
         timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "1 passed" in result.stdout
+    assert "2 passed" in result.stdout  # serves, stops gracefully; labelled with the version
+
+
+GREETINGS_MODULE = '''"""Added by the template's tests, as a team adds one: reads a package data file."""
+
+from importlib import resources
+
+
+def greeting() -> str:
+    return resources.files("app").joinpath("data/greeting.txt").read_text().strip()
+'''
+GREETING_ROUTE = '''
+
+@app.get("/greeting")
+async def read_greeting() -> dict[str, str]:
+    """Added by the template's tests: served from app/greetings.py and app/data/greeting.txt."""
+    from app.greetings import greeting
+
+    return {"greeting": greeting()}
+'''
+
+
+@pytest.fixture(scope="module")
+def team_image(tmp_path_factory):
+    """(project, tag) of the default project grown the way a team grows it, built by `make build`.
+
+    A module and a data file are added under app/ (and no line of the Dockerfile or .dockerignore
+    changes); the project is a git repository with a credentialed remote, as a clone is.
+    """
+    project = bake(tmp_path_factory.mktemp("team"))
+    (project / "app" / "greetings.py").write_text(GREETINGS_MODULE)
+    (project / "app" / "data").mkdir()
+    (project / "app" / "data" / "greeting.txt").write_text("Hello from a data file\n")
+    main = project / "app" / "main.py"
+    main.write_text(main.read_text() + GREETING_ROUTE)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for command in (
+        ["init", "--quiet"],
+        ["remote", "add", "origin", "https://ci-user:s3cret@git.example.com/team/service.git"],
+        ["add", "--all"],
+        ["commit", "--quiet", "--message", "initial"],
+    ):
+        subprocess.run([*git, *command], cwd=project, check=True, capture_output=True)
+    image = unique("fastapi-docker-test-team")
+    # The mirror the way the generated README says: INDEX_URL for make, the build network as a flag.
+    network = f"--network {os.environ[NETWORK_ENV]}" if os.environ.get(NETWORK_ENV) else ""
+    env = {k: v for k, v in os.environ.items() if k not in {"INDEX_URL", "PIP_INDEX_URL"}}
+    if os.environ.get(INDEX_URL_ENV):
+        env["INDEX_URL"] = os.environ[INDEX_URL_ENV]
+    result = subprocess.run(
+        ["make", "build", f"IMAGE={image}", f"DOCKER_BUILD_FLAGS={network}"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    try:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        yield project, image
+    finally:
+        docker("rmi", "--force", image, f"{image}:0.1.0", check=False)
+
+
+def test_an_added_module_and_data_file_are_served_without_build_file_edits(team_image, cleanup):
+    project, image = team_image
+    name, host_port = unique("fd-team"), free_port()
+    cleanup.append(["rm", "--force", name])
+    docker("run", "--detach", "--name", name, "--publish", f"127.0.0.1:{host_port}:8000", image)
+    reply = get(f"http://127.0.0.1:{host_port}/greeting", time.monotonic() + 30)
+    assert reply == (200, {"greeting": "Hello from a data file"})
+
+
+def test_make_build_labels_the_image_with_version_revision_source_and_created(team_image):
+    project, image = team_image
+    version = re.search(r'__version__ = "(.+)"', (project / "app" / "__init__.py").read_text())[1]
+    labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image).stdout)
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
+    assert labels["org.opencontainers.image.version"] == version
+    assert labels["org.opencontainers.image.revision"] == revision.stdout.strip()
+    # The remote's URL, without the credentials a clone URL may carry.
+    assert labels["org.opencontainers.image.source"] == "https://git.example.com/team/service.git"
+    created = datetime.datetime.strptime(labels["org.opencontainers.image.created"], "%Y-%m-%dT%H:%M:%SZ")
+    assert abs(datetime.datetime.now() - created).total_seconds() < 3600 * 24 * 2
+    # Tagged with the version too: the tag the Kubernetes base deploys and CI pushes for a release.
+    tagged = docker("image", "inspect", "--format", "{{.Id}}", f"{image}:{version}").stdout
+    assert tagged == docker("image", "inspect", "--format", "{{.Id}}", image).stdout
+
+
+def test_json_logs_one_object_per_line_with_request_ids_and_no_health_probes(team_image, cleanup):
+    _, image = team_image
+    name, host_port = unique("fd-json"), free_port()
+    cleanup.append(["rm", "--force", name])
+    started = time.monotonic()
+    docker(
+        "run", "--detach", "--name", name, "--env", "LOG_FORMAT=json",
+        "--publish", f"127.0.0.1:{host_port}:8000", image,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{host_port}"
+    get(f"{base}/health", started + 30)
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/health", method="HEAD"), timeout=5) as head:
+        assert head.status == 200
+    request = urllib.request.Request(f"{base}/", headers={"X-Request-ID": "image-test-1"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["X-Request-ID"] == "image-test-1"
+    with urllib.request.urlopen(f"{base}/", timeout=5) as response:
+        made_up = response.headers["X-Request-ID"]
+    # Docker's own probes of /health have run too.
+    wait_until(f"{name} healthy", lambda: health(name), "healthy".__eq__, 60, interval=0.05)
+    logs = docker("logs", name)
+    lines = [json.loads(line) for line in (logs.stdout + logs.stderr).splitlines()]
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert [(a["message"].split('"')[1], a["request_id"]) for a in access] == [
+        ("GET / HTTP/1.1", "image-test-1"),
+        ("GET / HTTP/1.1", made_up),
+    ], access
+    assert any(line["logger"] == "app.main" for line in lines), lines

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import COOKIECUTTER_JSON, bake, choices, pairwise, tool
-from dockerfile import from_image, parse, stages
+from dockerfile import from_image, lineage, parse, stages
 
 COMBINATIONS = pairwise(choices())
 VARIANTS = [
@@ -106,21 +106,36 @@ def test_dockerfile_properties(project):
     root, answers = project
     instructions = parse(root / "Dockerfile")
     port = answers["port"]
-    final = stages(instructions)[-1]
+    final = lineage(instructions)  # the production image: the last stage and the stages under it
     keywords = [i.keyword for i in final]
+    stage_names = {i.args.split()[-1] for i in instructions if i.keyword == "FROM" and " AS " in i.args}
 
-    # Every FROM is the literal base image the answers ask for (no ARG, so bots can update it).
-    assert {from_image(i) for i in instructions if i.keyword == "FROM"} == {expected_base_image(answers)}
+    # Every FROM is the literal base image the answers ask for (no ARG, so bots can update it), or a
+    # stage of this Dockerfile.
+    bases = {from_image(i) for i in instructions if i.keyword == "FROM"} - stage_names
+    assert bases == {expected_base_image(answers)}
     # Every instruction says why it is there.
     assert all(i.comment for i in instructions), [i.args for i in instructions if not i.comment]
-    # Dependencies are installed before the code is copied (code edits reuse the dependency layer).
+    # Dependencies are installed before the code is copied (code edits reuse the dependency layer),
+    # and the code is the whole app/ package: a module or data file added there needs no edit here.
     copies = [i.args for i in final if i.keyword == "COPY"]
-    assert copies == ["requirements.txt ./", "main.py ./"]
+    assert copies == ["requirements.txt ./", "app/ ./app/"]
     install = next(i for i in final if i.keyword == "RUN" and "requirements.txt" in i.args)
-    assert keywords.index("RUN", keywords.index("COPY")) < keywords.index("COPY", keywords.index("COPY") + 1)
+    assert final.index(install) < next(i for i, x in enumerate(final) if x.args == "app/ ./app/")
     assert "--require-hashes" in install.args
     assert "--mount=type=cache" in install.args and "--mount=type=secret,id=index_url" in install.args
     assert "--no-cache-dir" not in install.args  # the cache lives in the mount, not the image
+    # The production image never holds the dev tools: only the `dev` stage installs their lock.
+    assert "requirements-dev.txt" not in " ".join(i.args for i in final)
+    # The dev stage exists for compose's dev service, and only with it.
+    assert ("dev" in stage_names) == answers["use_compose"]
+    ignored = (root / ".dockerignore").read_text().splitlines()
+    assert ("!requirements-dev.txt" in ignored) == answers["use_compose"]
+    assert "!app/" in ignored and "!requirements.txt" in ignored
+    if answers["use_compose"]:
+        dev = lineage(instructions, "dev")
+        assert any(i.keyword == "RUN" and "requirements-dev.txt" in i.args for i in dev)
+        assert "--reload" in [i for i in dev if i.keyword == "CMD"][-1].exec_form()
     # Unprivileged, numeric, >= 10000.
     [user] = [i.args for i in final if i.keyword == "USER"]
     uid, _, gid = user.partition(":")
@@ -130,7 +145,8 @@ def test_dockerfile_properties(project):
     assert [i.args for i in final if i.keyword == "EXPOSE"] == [port]
     [cmd] = [i for i in final if i.keyword == "CMD"]
     command = cmd.exec_form()
-    assert command[:2] == ["uvicorn", "main:app"] and command[command.index("--port") + 1] == port
+    assert command[:2] == ["uvicorn", "app.main:app"] and command[command.index("--port") + 1] == port
+    assert "--reload" not in command
     [health] = [i for i in final if i.keyword == "HEALTHCHECK"]
     assert f"http://127.0.0.1:{port}/health" in health.args and "urllib.request" in health.args
     # Probed often while starting (healthy within a second), rarely afterwards (a cost paid all day),
@@ -143,9 +159,14 @@ def test_dockerfile_properties(project):
     labels = " ".join(i.args for i in final if i.keyword == "LABEL")
     assert f'org.opencontainers.image.title="{answers["project_name"]}"' in labels
     assert f'org.opencontainers.image.description="{answers["description"]}"' in labels
+    # Build facts come in as build arguments (make, compose and CI pass them).
+    args = " ".join(i.args for i in final if i.keyword == "ARG").split()
+    for name in ("version", "revision", "created", "source"):
+        assert f'org.opencontainers.image.{name}="${{{name.upper()}}}"' in labels, name
+        assert name.upper() in args, name
     assert ("uv pip install" in install.args) == (answers["installer"] == "uv")
     # uv, where used, comes from its own hash-pinned lock, into a stage the final image only mounts from.
-    builder = stages(instructions)[:-1]
+    builder = [stage for stage in stages(instructions) if stage[0].args.endswith(" AS uv")]
     assert len(builder) == (answers["installer"] == "uv")
     for stage in builder:
         (run,) = [i for i in stage if i.keyword == "RUN"]

@@ -5,12 +5,14 @@ Makefile, the lock resolves to wheels for every offered Python on amd64 and arm6
 reproduces the lock, and uvicorn serves the app for real on a loopback port.
 """
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,14 +40,68 @@ def make(project: Path, venv: Path, *targets: str, **env: str) -> subprocess.Com
 def test_own_lint_and_tests_pass(project, venv):
     result = make(project, venv, "lint", "test")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed, 1 deselected" in result.stdout  # the container test waits for `make smoke`
+    assert "6 passed, 2 deselected" in result.stdout  # the container test waits for `make smoke`
 
 
 def test_make_help_lists_every_target(project, venv):
-    result = make(project, venv, "help")
+    result = make(project, venv, "help", "PORT=9123")
     makefile = (project / "Makefile").read_text()
     phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:")).split()[1:]
     assert sorted(line.split()[0] for line in result.stdout.splitlines()) == sorted(phony)
+    # Variables in the descriptions show their values, not `$(PORT)`.
+    assert "$(" not in result.stdout and "http://127.0.0.1:9123" in result.stdout, result.stdout
+
+
+OURS = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+@pytest.mark.parametrize("image_python", sorted({COOKIECUTTER_JSON["python_version"][0], OURS}))
+def test_make_install_warns_when_the_venv_python_is_not_the_image_python(tmp_path, image_python):
+    """`make install` with a Python other than the image's says so; with the image's, it does not."""
+    project = bake(tmp_path / "out", python_version=image_python)
+    ours = OURS
+    result = subprocess.run(
+        ["make", "install", f"PYTHON={sys.executable}", f"VENV={tmp_path / 'venv'}"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    warned = f"WARNING: {sys.executable} is Python {ours}, the image runs {image_python}" in result.stderr
+    assert warned == (ours != image_python), result.stderr
+
+
+FAILING_DOCKER = """#!/bin/sh
+echo "$*" >> "$DOCKER_CALLS"
+case "$1" in
+  run) echo "docker: Error response from daemon: failed to set up container networking" >&2; exit 125 ;;
+  info) echo 26.1.5 ;;
+esac
+"""
+
+
+def test_smoke_test_removes_the_container_when_docker_run_fails(project, venv, tmp_path):
+    """`docker run` can create the container and then fail: the smoke test removes it all the same."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text(FAILING_DOCKER)
+    (fake / "docker").chmod(0o755)
+    calls = tmp_path / "calls"
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", DOCKER_CALLS=str(calls))
+    result = subprocess.run(
+        [str(venv / "bin" / "pytest"), "-m", "container", "-k", "stops_gracefully", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "failed to set up container networking" in result.stdout, result.stdout
+    lines = calls.read_text().splitlines()
+    [run] = [line.split() for line in lines if line.startswith("run ")]
+    name = run[run.index("--name") + 1]
+    assert f"rm --force {name}" in lines, lines
 
 
 def test_make_lock_reproduces_the_committed_lock(project, venv):
@@ -109,7 +165,7 @@ def test_uvicorn_serves_the_app(project, venv):
     port = free_port()
     env = dict(os.environ, UVICORN_ROOT_PATH="/api", UVICORN_LOG_LEVEL="warning")
     server = subprocess.Popen(
-        [str(venv / "bin" / "uvicorn"), "main:app", "--host", "127.0.0.1", "--port", str(port)],
+        [str(venv / "bin" / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -129,3 +185,60 @@ def test_uvicorn_serves_the_app(project, venv):
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught (exit 143 in a container).
     assert server.returncode in {0, -signal.SIGTERM}, output
     assert "INFO" not in output  # UVICORN_LOG_LEVEL=warning was honoured
+
+
+def test_uvicorn_logs_json_with_request_ids_and_no_health_probes(project, venv):
+    port = free_port()
+    env = dict(os.environ, LOG_FORMAT="json", UVICORN_LOG_LEVEL="info")
+    server = subprocess.Popen(
+        [str(venv / "bin" / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert get(f"{base}/health", time.monotonic() + 20) == (200, {"status": "ok"})
+        head = urllib.request.urlopen(urllib.request.Request(f"{base}/health", method="HEAD"), timeout=5)
+        assert head.status == 200
+        request = urllib.request.Request(f"{base}/", headers={"X-Request-ID": "service-test-1"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.headers["X-Request-ID"] == "service-test-1"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=15)
+    lines = [json.loads(line) for line in output.splitlines()]  # every line is one JSON object
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert [(a["message"].split('"')[1], a["request_id"]) for a in access] == [
+        ("GET / HTTP/1.1", "service-test-1")
+    ], access  # the probes (GET and HEAD /health) are not logged
+    assert any(line["logger"] == "app.main" for line in lines), lines
+
+
+def test_index_url_reaches_pip_uv_and_the_image_build(project, venv):
+    """Behind a mirror, INDEX_URL is the one setting: pip, uv and `docker build` get it."""
+    show = "show: ; @echo $$PIP_INDEX_URL $$UV_DEFAULT_INDEX $(DOCKER_BUILD_FLAGS)"
+    url = "https://user:token@mirror.example.com/simple"
+    result = make(project, venv, "--silent", f"--eval={show}", "show", f"INDEX_URL={url}")
+    assert result.stdout.split() == [url, url, "--secret", "id=index_url,env=INDEX_URL"], result.stderr
+    unset = make(
+        project,
+        venv,
+        "--silent",
+        f"--eval={show}",
+        "show",
+        INDEX_URL="",
+        PIP_INDEX_URL="",
+        UV_DEFAULT_INDEX="",
+    )
+    assert unset.stdout.split() == [], unset.stdout
+    readme = (project / "README.md").read_text()
+    mirror = readme.index("## Behind a package mirror")
+    assert (
+        mirror < readme.index("## Run it without Docker") < readme.index("## Run it in Docker, step by step")
+    )
+    section = readme[mirror : readme.index("\n## ", mirror + 1)]
+    for word in ("make install", "make lock", "PIP_INDEX_URL", "UV_DEFAULT_INDEX", "--secret id=index_url"):
+        assert word in section, word

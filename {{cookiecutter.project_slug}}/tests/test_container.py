@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from app import __version__
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONTAINER_PORT = {{ cookiecutter.port }}
 SLUG = "{{ cookiecutter.project_slug }}"
@@ -73,9 +75,10 @@ def wait_for_health(url: str, deadline: float) -> None:
 def test_container_serves_health_and_stops_gracefully(image: str) -> None:
     name = f"{SLUG}-smoke-{uuid.uuid4().hex[:8]}"
     publish = f"127.0.0.1::{CONTAINER_PORT}"  # an ephemeral host port: never clashes
-    run = docker("run", "--detach", "--name", name, "--publish", publish, image)
-    assert run.returncode == 0, run.stderr
+    # `docker run` can fail after creating the container: it is removed in any case.
     try:
+        run = docker("run", "--detach", "--name", name, "--publish", publish, image)
+        assert run.returncode == 0, run.stderr
         host_port = docker("port", name, str(CONTAINER_PORT)).stdout.split(":")[-1].strip()
         wait_for_health(f"http://127.0.0.1:{host_port}/health", time.monotonic() + 30)
         user = docker("exec", name, "id", "-u").stdout.strip()
@@ -86,3 +89,9 @@ def test_container_serves_health_and_stops_gracefully(image: str) -> None:
         assert exit_code in {"0", "143"}, f"exit code {exit_code}: not a graceful SIGTERM shutdown"
     finally:
         docker("rm", "--force", name)
+
+
+def test_image_is_labelled_with_the_version(image: str) -> None:
+    """`make smoke` passes the Makefile's build arguments: the version of app/__init__.py."""
+    labels = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Labels"]
+    assert labels["org.opencontainers.image.version"] == __version__

@@ -1,8 +1,19 @@
 """Unit tests of the app, in-process through FastAPI's TestClient (no server, no container)."""
 
+import io
+import json
+import logging
+import re
+{%- if cookiecutter.use_kubernetes %}
+from pathlib import Path
+{%- endif %}
+
+import pytest
 from fastapi.testclient import TestClient
 
-from main import app
+from app import __version__, logs
+from app.main import app
+from app.settings import Settings
 
 client = TestClient(app)
 
@@ -13,12 +24,73 @@ def test_root_says_hello() -> None:
     assert response.json() == {"Hello": "World"}
 
 
-def test_health_is_ok() -> None:
+def test_health_is_ok_for_get_and_head() -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    assert client.head("/health").status_code == 200
 
 
-def test_openapi_names_the_service() -> None:
+def test_openapi_names_the_service_and_its_version() -> None:
     info = client.get("/openapi.json").json()["info"]
     assert info["title"] == "{{ cookiecutter.project_name }}"
+    assert info["version"] == __version__
+
+
+def test_request_id_is_taken_from_the_request_or_made_up() -> None:
+    assert client.get("/", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    made_up = client.get("/").headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made_up)
+    # A header that could forge log lines is replaced, not echoed.
+    forged = client.get("/", headers={"X-Request-ID": "x\tINFO: fake"}).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", forged)
+
+
+def test_settings_come_from_the_environment_and_dotenv(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("LOG_FORMAT=json\nLOG_HEALTH_CHECKS=true\n")
+    assert Settings().log_format == "json" and Settings().log_health_checks is True
+    monkeypatch.setenv("LOG_FORMAT", "text")  # the environment wins over .env
+    assert Settings().log_format == "text"
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    with pytest.raises(ValueError, match="log_format"):
+        Settings()
+
+
+@pytest.fixture
+def json_logs():
+    """LOG_FORMAT=json for one test; a function returning the lines logged so far, parsed."""
+    logs.configure(Settings(log_format="json"))
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    stream = io.StringIO()
+    (handler,) = logging.getLogger("uvicorn").handlers  # the one handler every logger shares
+    handler.setStream(stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logs.configure(Settings())
+
+
+def test_json_logs_carry_the_request_id_and_skip_health_probes(json_logs) -> None:
+    access = logging.getLogger("uvicorn.access")
+    token = logs.request_id.set("req-1")
+    try:
+        # uvicorn's access record: (client, method, path, HTTP version, status)
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/", "1.1", 200)
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/health", "1.1", 200)
+        logging.getLogger("app.main").warning("from the app")
+    finally:
+        logs.request_id.reset(token)
+    lines = json_logs()
+    assert [line["message"] for line in lines] == [
+        '127.0.0.1:5000 - "GET / HTTP/1.1" 200',
+        "from the app",
+    ]
+    assert all(line["request_id"] == "req-1" for line in lines)
+    assert lines[1]["level"] == "WARNING" and lines[1]["logger"] == "app.main"
+{%- if cookiecutter.use_kubernetes %}
+
+
+def test_kubernetes_deploys_this_version() -> None:
+    """k8s/kustomization.yaml names the image tag that CI pushes for this version."""
+    k8s = Path(__file__).resolve().parent.parent / "k8s"
+    assert re.search(r'newTag: "(.*)"', (k8s / "kustomization.yaml").read_text())[1] == __version__
+{%- endif %}
