@@ -352,8 +352,15 @@ def probe_packages(image: str) -> dict:
 
 
 def final_base_image(dockerfile: Path) -> str:
-    froms = re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), re.MULTILINE)
-    return froms[-1]
+    """The image the last stage is built on, following `FROM <stage>` back to a real image."""
+    froms = re.findall(
+        r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", dockerfile.read_text(), re.MULTILINE | re.IGNORECASE
+    )
+    stages = {name.lower(): image for image, name in froms if name}
+    image = froms[-1][0]
+    while image.lower() in stages:
+        image = stages[image.lower()]
+    return image
 
 
 def docker_time(stamp: str) -> float:

@@ -481,7 +481,9 @@ def test_gitlab_pipeline_passes_schema_and_shellcheck(gitlab_project, tmp_path):
     for name, job in pipeline.items():
         if isinstance(job, dict) and "script" in job:
             script = tmp_path / f"{name}.sh"
-            before = pipeline.get(job.get("extends"), {}).get("before_script", [])
+            parents = job.get("extends", [])
+            parents = [parents] if isinstance(parents, str) else parents
+            before = [line for parent in parents for line in pipeline[parent].get("before_script", [])]
             lines = [*before, *job.get("before_script", []), *job["script"]]
             script.write_text("#!/bin/sh\nset -e\n" + "\n".join(lines) + "\n")
             check = run([tool("shellcheck"), "--shell", "sh", str(script)])
