@@ -31,7 +31,7 @@ COOKIECUTTER_JSON = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 BIN = Path(sys.executable).parent  # the test venv's tools: ruff, hadolint, checkov, ...
 INDEX_URL_ENV = "FASTAPI_DOCKER_INDEX_URL"
 NETWORK_ENV = "FASTAPI_DOCKER_BUILD_NETWORK"
-SERVICE = TEMPLATE / "{{cookiecutter.project_slug}}"
+SERVICE = TEMPLATE / "{{cookiecutter.__project_dir}}"
 
 
 def choices() -> dict[str, list]:
