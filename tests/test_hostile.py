@@ -101,10 +101,10 @@ def test_cookiecutter_refuses_unoffered_choices_before_anything_is_written(tmp_p
         ("O'Reilly <API> & co: #1", "o-reilly-api-co-1"),
         ("Emoji 🚀 Service", "emoji-service"),
         ("UPPER lower 42", "upper-lower-42"),
-    ("2FA Service", "svc-2fa-service"),
-    ("42", "svc-42"),
-    ("  Spaced   Out  ".strip(), "spaced-out"),
-    ("Ünïcode " + "long " * 30 + "name", None),
+        ("2FA Service", "svc-2fa-service"),
+        ("42", "svc-42"),
+        ("  Spaced   Out  ".strip(), "spaced-out"),
+        ("Ünïcode " + "long " * 30 + "name", None),
     ],
 )
 def test_unusual_names_render_with_a_derived_slug(tmp_path, name, slug):
@@ -124,7 +124,7 @@ def test_every_wrong_answer_gets_its_line_in_one_run(tmp_path):
         tmp_path, "project_slug=a/b", "port=0", "workers=many", 'author=a"b', "registry_prefix=https://x"
     )
     assert result.returncode == 1
-    ours = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ") and "is not valid" in line]
-    assert [line.split()[1] for line in ours] == ["project_slug", "author", "registry_prefix", "port", "workers"]
+    ours = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert ours == ["project_slug", "author", "registry_prefix", "port", "workers"]
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []
