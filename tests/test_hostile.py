@@ -6,8 +6,13 @@ value and what is allowed, and no directory left behind) or in a project that re
 made it through intact).
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from conftest import cookiecutter_cli
+from conftest import TEMPLATE, cookiecutter_cli
 
 REFUSED = [
     ("project_slug", "My-Service"),
@@ -128,3 +133,31 @@ def test_every_wrong_answer_gets_its_line_in_one_run(tmp_path):
     assert ours == ["project_slug", "author", "registry_prefix", "port", "workers"]
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_replay_and_replay_file_regenerate_the_same_service(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"CI", "COOKIECUTTER_CONFIG"}}
+    env.update(HOME=str(tmp_path), FASTAPI_DOCKER_PREFLIGHT="off")
+
+    def generate(out: str, *args: str) -> Path:
+        options = [a for a in args if a.startswith("-") or "=" not in a]
+        answers = [a for a in args if a not in options]
+        command = [sys.executable, "-m", "cookiecutter", "-o", str(tmp_path / out), *options, str(TEMPLATE)]
+        command += answers
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        [project] = (tmp_path / out).iterdir()
+        return project
+
+    def tree(root: Path) -> dict:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    first = generate("first", "--no-input", "project_name=Billing API", "port=8080", "use_kubernetes=yes")
+    [replay_file] = (tmp_path / ".cookiecutter_replay").iterdir()
+    copied = tmp_path / "answers.json"
+    copied.write_bytes(replay_file.read_bytes())
+    again = generate("replay", "--replay")
+    from_file = generate("replay-file", "--replay-file", str(copied))
+    assert first.name == again.name == from_file.name == "billing-api"
+    assert tree(first) == tree(again) == tree(from_file)
+    assert (first / "k8s").is_dir()
