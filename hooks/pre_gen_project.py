@@ -1,18 +1,28 @@
 """Validate every answer before cookiecutter writes anything.
 
-Standard library only: it runs under whatever Python runs cookiecutter. A bad answer prints one
-`ERROR:` line naming the field, the value and what is allowed, and exits 1; cookiecutter then
-writes nothing. The logic lives in small functions that the template's tests import.
+Standard library only: it runs under whatever Python runs cookiecutter. Every bad answer prints
+one `ERROR:` line naming the field, the value and what is allowed (all of them in one run), and the
+hook exits 1; cookiecutter then removes the project directory. The logic lives in small functions
+that the template's tests import.
+
+It needs nothing that only cookiecutter's CLI passes: cruft, pytest-cookies, the API and --replay
+render it the same way. The project directory is named by cookiecutter.json's __project_dir, which
+is the slug when the slug is valid and a throw-away name otherwise, so this hook always runs.
 """
 
 import json
 import re
 import sys
+from pathlib import Path
 
-# The answers, and cookiecutter.json as offered (its choice lists), rendered by cookiecutter as JSON
-# literals; a raw string keeps their escapes intact.
+# The answers, rendered by cookiecutter as a JSON literal; a raw string keeps its escapes intact.
 CONTEXT_JSON = r"""{{ cookiecutter | tojson }}"""
-OFFERED_JSON = r"""{{ _cookiecutter | tojson }}"""
+# The template's directory, where cookiecutter.json offers the choices. cookiecutter (CLI, API,
+# --replay) passes it; cruft does not, but there cookiecutter itself has refused any answer that
+# is not offered before rendering this hook.
+REPO_DIR_JSON = r""" {{ cookiecutter.get("_repo_dir", "") | tojson }} """  # spaces: not a 4th quote
+# Whether cookiecutter's slugify finds anything in the name to derive the default slug from.
+NAME_HAS_SLUG_JSON = r"""{{ (cookiecutter.project_name | string | slugify != "") | tojson }}"""
 
 # Lowercase letters, digits and single dashes, starting with a letter: at once a directory name, a
 # Docker image and compose project name, and a Kubernetes (RFC 1035) name, which caps it at 63.
@@ -38,7 +48,9 @@ class InvalidAnswer(ValueError):
         super().__init__(f"{field} {value!r} is not valid: {allowed}")
 
 
-def check_text(field: str, value: str, *, required: bool = True) -> None:
+def check_text(field: str, value: object, *, required: bool = True) -> None:
+    if not isinstance(value, str):
+        raise InvalidAnswer(field, value, "text")
     if required and not value.strip():
         raise InvalidAnswer(field, value, "it must not be empty")
     if len(value) > TEXT_MAX:
@@ -54,8 +66,10 @@ def check_text(field: str, value: str, *, required: bool = True) -> None:
             raise InvalidAnswer(field, value, "text without " + " ".join(FORBIDDEN_TEXT))
 
 
-def check_slug(value: str) -> None:
-    if not SLUG_RE.fullmatch(value) or len(value) > SLUG_MAX:
+def check_slug(value: object, name_has_slug: bool = True) -> None:
+    if value == "" and not name_has_slug:
+        return  # reported as the name's error (check_text or check_name_has_slug)
+    if not isinstance(value, str) or not SLUG_RE.fullmatch(value) or len(value) > SLUG_MAX:
         raise InvalidAnswer(
             "project_slug",
             value,
@@ -64,7 +78,16 @@ def check_slug(value: str) -> None:
         )
 
 
-def check_int(field: str, value: str, low: int, high: int) -> None:
+def check_name_has_slug(name: object, slug: object, name_has_slug: bool) -> None:
+    if slug == "" and not name_has_slug and isinstance(name, str) and name.strip():
+        raise InvalidAnswer(
+            "project_name",
+            name,
+            "it needs a letter or digit to derive project_slug from (or answer project_slug)",
+        )
+
+
+def check_int(field: str, value: object, low: int, high: int) -> None:
     if not re.fullmatch(r"[0-9]+", str(value)) or not low <= int(value) <= high:
         raise InvalidAnswer(field, value, f"a whole number from {low} to {high}")
 
@@ -74,7 +97,9 @@ def check_choice(field: str, value: object, offered: list) -> None:
         raise InvalidAnswer(field, value, "one of " + ", ".join(map(str, offered)))
 
 
-def check_registry_prefix(value: str) -> None:
+def check_registry_prefix(value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidAnswer("registry_prefix", value, "text")
     if value.split("/")[0].startswith("localhost:"):
         # Docker accepts it, but hadolint (2.x) cannot parse the FROM line, failing the lint.
         raise InvalidAnswer("registry_prefix", value, "write localhost:PORT as 127.0.0.1:PORT")
@@ -92,31 +117,52 @@ def check_bool(field: str, value: object) -> None:
         raise InvalidAnswer(field, value, "true or false")
 
 
-def validate(context: dict, offered: dict) -> None:
-    """Raise InvalidAnswer for the first answer in context that cannot be used.
+def offered_choices(repo_dir: str) -> dict:
+    """cookiecutter.json's choice lists, or {} when the template's directory is not known."""
+    path = Path(repo_dir, "cookiecutter.json") if repo_dir else None
+    if path is None or not path.is_file():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if isinstance(v, list)}
 
-    offered is cookiecutter.json as the user was asked it: a list for each choice question.
+
+def validate(context: dict, offered: dict, name_has_slug: bool = True) -> list[InvalidAnswer]:
+    """Every answer in context that cannot be used, in cookiecutter.json's order.
+
+    offered is cookiecutter.json's choice lists ({}: already enforced by cookiecutter).
     """
-    check_text("project_name", context["project_name"])
-    check_slug(context["project_slug"])
-    check_text("description", context["description"], required=False)
-    check_text("author", context["author"], required=False)
-    for field in ("python_version", "base_image_flavour", "debian_release", "installer", "ci"):
-        check_choice(field, context[field], offered[field])
-    check_registry_prefix(context["registry_prefix"])
-    check_int("port", context["port"], 1, 65535)
-    check_int("workers", context["workers"], 1, MAX_WORKERS)
-    for field in ("use_compose", "use_kubernetes"):
-        check_bool(field, context[field])
+    checks = [
+        lambda: check_text("project_name", context["project_name"]),
+        lambda: check_name_has_slug(context["project_name"], context["project_slug"], name_has_slug),
+        lambda: check_slug(context["project_slug"], name_has_slug),
+        lambda: check_text("description", context["description"], required=False),
+        lambda: check_text("author", context["author"], required=False),
+        *(
+            lambda field=field: check_choice(field, context[field], offered[field])
+            for field in ("python_version", "base_image_flavour", "debian_release", "installer", "ci")
+            if field in offered
+        ),
+        lambda: check_registry_prefix(context["registry_prefix"]),
+        lambda: check_int("port", context["port"], 1, 65535),
+        lambda: check_int("workers", context["workers"], 1, MAX_WORKERS),
+        lambda: check_bool("use_compose", context["use_compose"]),
+        lambda: check_bool("use_kubernetes", context["use_kubernetes"]),
+    ]
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except InvalidAnswer as error:
+            errors.append(error)
+    return errors
 
 
 def main() -> int:
-    try:
-        validate(json.loads(CONTEXT_JSON), json.loads(OFFERED_JSON))
-    except InvalidAnswer as error:
+    errors = validate(
+        json.loads(CONTEXT_JSON), offered_choices(json.loads(REPO_DIR_JSON)), json.loads(NAME_HAS_SLUG_JSON)
+    )
+    for error in errors:
         print(f"ERROR: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -1291,7 +1291,7 @@ def benchmark(settings: Settings, session: Session, workdir: Path) -> dict:
     commit = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    template_paths = ["cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}"]
+    template_paths = ["cookiecutter.json", "hooks", "{{cookiecutter.__project_dir}}"]
     dirty = subprocess.run(
         ["git", "-C", str(REPO), "status", "--porcelain", "--", *template_paths],
         capture_output=True,

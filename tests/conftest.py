@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -32,7 +33,7 @@ COOKIECUTTER_JSON = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 BIN = Path(sys.executable).parent  # the test venv's tools: ruff, hadolint, checkov, ...
 INDEX_URL_ENV = "FASTAPI_DOCKER_INDEX_URL"
 NETWORK_ENV = "FASTAPI_DOCKER_BUILD_NETWORK"
-SERVICE = TEMPLATE / "{{cookiecutter.project_slug}}"
+SERVICE = TEMPLATE / "{{cookiecutter.__project_dir}}"
 
 
 def choices() -> dict[str, list]:
@@ -51,7 +52,11 @@ def tool(name: str) -> str:
 
 
 def bake(output_dir: Path, **answers: object) -> Path:
-    """Generate a project with the cookiecutter API, as `cookiecutter --no-input k=v` would."""
+    """Generate a project with the cookiecutter API, as `cookiecutter --no-input k=v` would.
+
+    Its replay file and clones go to the suite's own directory (COOKIECUTTER_CONFIG, set in
+    pytest_configure), never to ~/.cookiecutter_replay or ~/.cookiecutters.
+    """
     project = cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir))
     return Path(project)
 
@@ -130,6 +135,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "docker: builds or runs images (needs a Docker engine)")
     # Generation in tests skips the Docker preflight, except where a test asks for it.
     os.environ.setdefault("FASTAPI_DOCKER_PREFLIGHT", "off")
+    # cookiecutter's user directories (replay files, clones) for the API calls of this run.
+    user_dir = Path(tempfile.mkdtemp(prefix="fastapi-docker-cookiecutter-"))
+    config = user_dir / "config.yaml"
+    config.write_text(
+        f"cookiecutters_dir: {json.dumps(str(user_dir / 'cookiecutters'))}\n"
+        f"replay_dir: {json.dumps(str(user_dir / 'replay'))}\n"
+    )
+    os.environ["COOKIECUTTER_CONFIG"] = str(config)
+    config_dirs.append(user_dir)
+
+
+config_dirs: list[Path] = []
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for user_dir in config_dirs:
+        shutil.rmtree(user_dir, ignore_errors=True)
 
 
 def docker_problem() -> str | None:

@@ -14,7 +14,6 @@ from cookiecutter.prompt import prompt_for_config
 def default_context(**answers: object) -> dict:
     """The full rendering context of `cookiecutter --no-input` with these answers."""
     context = generate_context(context_file=str(TEMPLATE / "cookiecutter.json"), extra_context=answers)
-    context["_cookiecutter"] = {k: v for k, v in context["cookiecutter"].items() if not k.startswith("_")}
     context["cookiecutter"] = prompt_for_config(context, no_input=True)
     return context
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cookiecutter_cli, free_port
+from conftest import COOKIECUTTER_JSON, TEMPLATE, cookiecutter_cli, free_port
 from hooks_loader import default_context, load_hook
 
 
@@ -112,18 +112,47 @@ def test_text_that_is_safe_passes(pre, text):
 
 
 def test_choices_are_checked_against_what_cookiecutter_json_offers(pre):
-    context = default_context()
-    pre.validate(context["cookiecutter"], context["_cookiecutter"])
-    bad = dict(context["cookiecutter"], python_version="2.7")
-    with pytest.raises(pre.InvalidAnswer, match=r"^python_version '2.7' .* one of 3.13, "):
-        pre.validate(bad, context["_cookiecutter"])
+    answers = default_context()["cookiecutter"]
+    offered = pre.offered_choices(str(TEMPLATE))
+    assert offered["python_version"] == COOKIECUTTER_JSON["python_version"]
+    assert pre.validate(answers, offered) == []
+    [error] = pre.validate(dict(answers, python_version="2.7"), offered)
+    assert str(error).startswith("python_version '2.7' is not valid: one of 3.13, ")
+
+
+def test_choices_unchecked_where_the_template_directory_is_unknown(pre, tmp_path):
+    # cruft passes no _repo_dir; cookiecutter itself refused unoffered answers before the hook.
+    assert pre.offered_choices("") == {} == pre.offered_choices(str(tmp_path))
 
 
 def test_booleans_must_be_booleans(pre):
-    context = default_context()
-    bad = dict(context["cookiecutter"], use_compose="maybe")
-    with pytest.raises(pre.InvalidAnswer, match=r"^use_compose 'maybe' .* true or false"):
-        pre.validate(bad, context["_cookiecutter"])
+    answers = default_context()["cookiecutter"]
+    [error] = pre.validate(dict(answers, use_compose="maybe"), {})
+    assert str(error) == "use_compose 'maybe' is not valid: true or false"
+
+
+def test_every_wrong_answer_is_reported_at_once(pre):
+    answers = default_context()["cookiecutter"]
+    bad = dict(answers, project_slug="Bad", port="0", workers="x", use_kubernetes="yes", author='"')
+    fields = [str(e).split()[0] for e in pre.validate(bad, pre.offered_choices(str(TEMPLATE)))]
+    assert fields == ["project_slug", "author", "port", "workers", "use_kubernetes"]
+
+
+@pytest.mark.parametrize("value", [8000, None, ["a"], {"a": 1}, 1.5, True])
+def test_answers_of_the_wrong_type_are_refused_not_crashed(pre, value):
+    # API callers (pytest-cookies, cruft's extra context) can pass any JSON type.
+    answers = default_context()["cookiecutter"]
+    for field in ("project_name", "project_slug", "description", "registry_prefix"):
+        [error] = pre.validate(dict(answers, **{field: value}), {})
+        assert str(error).startswith(f"{field} "), error
+
+
+def test_a_name_without_a_slug_is_the_names_error(pre):
+    answers = dict(default_context()["cookiecutter"], project_name="🚀", project_slug="")
+    [error] = pre.validate(answers, {}, name_has_slug=False)
+    assert str(error).startswith("project_name '🚀' is not valid: it needs a letter or digit")
+    [error] = pre.validate(dict(answers, project_name="ok"), {}, name_has_slug=True)
+    assert str(error).startswith("project_slug '' is not valid")
 
 
 # ---- post_gen_project: pruning -----------------------------------------------------------------

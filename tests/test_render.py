@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import COOKIECUTTER_JSON, bake, choices, pairwise, tool
+from conftest import COOKIECUTTER_JSON, TEMPLATE, choices, pairwise, tool
 from dockerfile import from_image, lineage, parse, stages
 
 COMBINATIONS = pairwise(choices())
@@ -52,8 +52,10 @@ def expected_base_image(answers: dict) -> str:
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[case_id(c) for c in CASES])
-def project(request, tmp_path_factory) -> tuple[Path, dict]:
-    root = bake(tmp_path_factory.mktemp("render"), **request.param)
+def project(request, cookies_session) -> tuple[Path, dict]:
+    result = cookies_session.bake(extra_context=request.param, template=str(TEMPLATE))
+    assert (result.exit_code, result.exception) == (0, None)
+    root = result.project_path
     return root, {**answers_of(request.param), "project_slug": root.name}
 
 
@@ -209,3 +211,35 @@ def test_option_files(project):
     assert ("k8s" in present) == answers["use_kubernetes"]
     assert (".github" in present) == (answers["ci"] == "github")
     assert (".gitlab-ci.yml" in present) == (answers["ci"] == "gitlab")
+
+
+# ---- through pytest-cookies' `cookies`, as a fork of this template extends its tests -------------
+
+
+@pytest.mark.parametrize(
+    ("answers", "fields"),
+    [
+        ({"project_slug": "a/b"}, ["project_slug"]),
+        ({"project_slug": ""}, ["project_slug"]),
+        ({"project_slug": "x" * 300}, ["project_slug"]),
+        ({"project_slug": "a\x00b"}, ["project_slug"]),
+        ({"project_name": "🚀"}, ["project_name"]),
+        ({"project_name": "x" * 300}, ["project_name"]),
+        ({"project_name": 42, "port": 0, "workers": True}, ["port", "workers"]),  # the name renders as "42"
+        ({"use_kubernetes": 1}, ["use_kubernetes"]),
+    ],
+)
+def test_api_callers_get_the_same_refusal(cookies, capfd, tmp_path, answers, fields):
+    result = cookies.bake(extra_context=answers, template=str(TEMPLATE))
+    assert result.exit_code != 0 and result.project_path is None
+    assert type(result.exception).__name__ == "FailedHookException"
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("ERROR: ")]
+    assert [line.split()[1] for line in errors if "is not valid" in line] == fields
+    # The output directory pytest-cookies made for the bake stays empty.
+    assert [p.name for p in (tmp_path / "cookies").rglob("*")] == ["bake00"]
+
+
+def test_api_default_slug_follows_the_hooks_rule(cookies):
+    result = cookies.bake(extra_context={"project_name": "2FA Service"}, template=str(TEMPLATE))
+    assert result.exit_code == 0, result.exception
+    assert result.project_path.name == "svc-2fa-service"

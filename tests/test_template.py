@@ -1,5 +1,7 @@
 """The template's own files: cookiecutter.json is complete, and the template's code is lint-clean."""
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -54,3 +56,25 @@ def test_template_workflow_passes_zizmor():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_generate_command_works_from_a_clone(tmp_path):
+    """The README's first command, run as written in a copy of this repository."""
+    readme = (TEMPLATE / "README.md").read_text()
+    block = readme.split("## The two commands", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    [command] = [line.split("   #")[0].strip() for line in block.splitlines() if "cookiecutter" in line]
+    clone = tmp_path / "clone"
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=TEMPLATE, capture_output=True, text=True
+    ).stdout.splitlines()
+    for name in listed:
+        if (TEMPLATE / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(TEMPLATE / name, clone / name)
+    env = {k: v for k, v in os.environ.items() if k not in {"COOKIECUTTER_CONFIG", "VIRTUAL_ENV"}}
+    env.update(HOME=str(tmp_path), FASTAPI_DOCKER_PREFLIGHT="off")
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "my-service" / "Dockerfile").is_file()
