@@ -26,7 +26,8 @@
 set -euo pipefail
 
 readonly PROG=multiplatform
-readonly HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly HERE
 readonly OFFLINE_ENV=$HERE/../offline-env.sh
 readonly STATE_DIR=${OFFLINE_ENV_STATE_DIR:-/var/lib/fastapi-docker}
 readonly CACHE_DIR=${OFFLINE_ENV_CACHE_DIR:-/var/cache/fastapi-docker}
