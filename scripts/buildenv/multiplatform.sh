@@ -169,8 +169,10 @@ load_recipe() {
 }
 
 arm_recipe_hash() {
-  { printf 'recipe-version=%s\nmirror=%s\nincludes=%s\n' "$RECIPE_VERSION" "$DEBIAN_MIRROR" "$ARM_INCLUDE"
-    declare -f in_root adapt_rootfs import_changes build_arm64; } | sha256sum | cut -c1-16
+  # What determines the image: debootstrap's arguments and offline-env.sh's adaptation.
+  { printf 'recipe-version=%s\nrelease=%s\narch=arm64\nvariant=minbase\nmirror=%s\nincludes=%s\n' \
+      "$RECIPE_VERSION" "$RELEASE" "$DEBIAN_MIRROR" "$ARM_INCLUDE"
+    declare -f in_root adapt_rootfs import_changes; } | sha256sum | cut -c1-16
 }
 
 manifest() {  # manifest REF : the raw manifest JSON in the loopback registry (or nothing)
@@ -189,12 +191,12 @@ config_of() {  # config_of REF : the image config JSON of a single-platform REF 
   curl -fsS --max-time 10 "http://$REGISTRY/v2/${1%:*}/blobs/$digest" 2>/dev/null || true
 }
 
-build_arm64() {  # build_arm64 REF : debootstrap (through qemu), adapt, import, push
+build_arm64() {  # build_arm64 REF HASH : debootstrap (through qemu), adapt, import, push
   local ref=$1 hash=$2 dir=$STATE_DIR/rootfs/$RELEASE-slim-arm64 cache=$CACHE_DIR/debootstrap/$RELEASE-arm64 pyver
   local steplog=$LOG_DIR/fastapi-docker-offline-env/debootstrap-$RELEASE-arm64.log
   mkdir -p "$cache" "${steplog%/*}"
   rm -rf --one-file-system "$dir"
-  log "[arm64] debootstrap --arch=arm64 $RELEASE through qemu (~5 min; log: $steplog)"
+  log "[arm64] debootstrap --arch=arm64 $RELEASE through qemu (~15 min; log: $steplog)"
   debootstrap --arch=arm64 --variant=minbase --cache-dir="$cache" --include="$ARM_INCLUDE" \
     "$RELEASE" "$dir" "$DEBIAN_MIRROR" >"$steplog" 2>&1 </dev/null ||
     { tail -n 20 "$steplog" >&2; die "debootstrap --arch=arm64 failed (log: $steplog)"; }
