@@ -119,6 +119,8 @@ print_env() {
   if [[ -z ${SSL_CERT_FILE:-} && -r $CA_BUNDLE ]]; then
     printf 'export SSL_CERT_FILE=%s\n' "$CA_BUNDLE"
   fi
+  # The multi-platform builder (linux/amd64 + linux/arm64), if it is provisioned and answers.
+  bash "$(dirname "${BASH_SOURCE[0]}")/buildenv/multiplatform.sh" --print-env || true
 }
 
 # --- output helpers ---------------------------------------------------------
@@ -824,4 +826,5 @@ if [[ $MODE == check ]]; then
 fi
 
 summary
+bash "$(dirname "${BASH_SOURCE[0]}")/buildenv/multiplatform.sh" >/dev/null || warn "no multi-platform builder (see above): tests/test_multiplatform.py will skip"
 print_env >&3
