@@ -826,5 +826,5 @@ if [[ $MODE == check ]]; then
 fi
 
 summary
-bash "$(dirname "${BASH_SOURCE[0]}")/buildenv/multiplatform.sh" >/dev/null || warn "no multi-platform builder (see above): tests/test_multiplatform.py will skip"
+bash "$(dirname "${BASH_SOURCE[0]}")/buildenv/multiplatform.sh" >/dev/null || warn "no multi-platform builder (see above): tests/test_multiplatform.py cannot run"
 print_env >&3

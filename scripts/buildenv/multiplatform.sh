@@ -10,8 +10,8 @@
 #   * a loopback registry (Debian's docker-registry, distribution 2.8) on 127.0.0.1:5000,
 #     holding the python:3.13-slim-trixie stand-in for both platforms as one multi-platform
 #     index (no public registry is reachable, and BuildKit resolves FROM images in a registry),
-#   * a second dockerd (own data-root, exec-root, socket, managed containerd; no bridge, no
-#     iptables) with the containerd image store, which can build multi-platform images,
+#   * a second dockerd (own data-root, exec-root, socket, managed containerd, a bridge of its
+#     own, no iptables) with the containerd image store, which can build multi-platform images,
 #     with the loopback registry as its Docker Hub mirror, exposed as the docker context
 #     `multiplatform`.
 #
@@ -39,6 +39,8 @@ readonly DOCKERD_ROOT=/var/lib/docker-multiplatform
 readonly DOCKERD_EXEC_ROOT=/run/docker-multiplatform
 readonly DOCKERD_CONFIG=$STATE_DIR/dockerd-multiplatform.json
 readonly DOCKERD_LOG=$LOG_DIR/dockerd-multiplatform.log
+readonly BRIDGE=fd-multiplat0
+readonly BRIDGE_ADDR=172.31.254.1/24
 readonly REGISTRY=127.0.0.1:5000
 readonly REGISTRY_DIR=$STATE_DIR/registry
 readonly REGISTRY_CONFIG=$STATE_DIR/registry.yml
@@ -141,10 +143,16 @@ ensure_engine() {
   "insecure-registries": ["$REGISTRY"]
 }
 EOF
+    # A bridge of its own: with --bridge=none, dockerd deletes the main engine's docker0 at start.
+    if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+      ip link add "$BRIDGE" type bridge
+      ip addr add "$BRIDGE_ADDR" dev "$BRIDGE"
+      ip link set "$BRIDGE" up
+    fi
     log "starting a second dockerd on $SOCKET (containerd image store; log: $DOCKERD_LOG)"
     setsid dockerd --config-file "$DOCKERD_CONFIG" --data-root "$DOCKERD_ROOT" \
       --exec-root "$DOCKERD_EXEC_ROOT" --pidfile /run/docker-multiplatform.pid \
-      -H "unix://$SOCKET" --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
+      -H "unix://$SOCKET" --bridge="$BRIDGE" --iptables=false --ip6tables=false --ip-masq=false \
       >>"$DOCKERD_LOG" 2>&1 </dev/null 3>&- 9>&- &
     wait_for "the second dockerd on $SOCKET" engine_answers
   fi
