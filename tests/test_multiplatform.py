@@ -6,8 +6,9 @@ can (BuildKit with QEMU user emulation for arm64), then checks the pushed index 
 those two platforms and that each one's interpreter runs with the locked packages importable.
 
 The builder is the docker context named by FASTAPI_DOCKER_MULTIPLATFORM_CONTEXT, and the registry
-it pushes to FASTAPI_DOCKER_MULTIPLATFORM_REGISTRY (host:port); without them the test skips, or
-fails under --require-docker.
+it pushes to FASTAPI_DOCKER_MULTIPLATFORM_REGISTRY (host:port); without them the test skips with
+the reason, or fails with REQUIRE_MULTIPLATFORM=1 (.ci/run sets it; the template's GitHub workflow,
+on hosted runners without such a builder, does not).
 """
 
 import json
@@ -35,8 +36,8 @@ def builder(request: pytest.FixtureRequest) -> tuple[str, str]:
             "no buildx builder that can build linux/arm64 is configured "
             f"({CONTEXT_ENV} and {REGISTRY_ENV} unset; scripts/offline-env.sh provides one)"
         )
-        if request.config.getoption("--require-docker"):
-            pytest.fail(message + "; it is required (--require-docker / REQUIRE_DOCKER=1)")
+        if os.environ.get("REQUIRE_MULTIPLATFORM") == "1":
+            pytest.fail(message + "; it is required (REQUIRE_MULTIPLATFORM=1)")
         pytest.skip(message)
     return context, registry
 
