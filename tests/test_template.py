@@ -33,11 +33,20 @@ def test_template_python_is_ruff_clean():
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_shell_scripts_parse():
-    for script in [TEMPLATE / ".ci" / "run", *Path(TEMPLATE, "scripts").iterdir()]:
-        if script.suffix in {"", ".sh"} and script.read_text().startswith("#!/usr/bin/env bash"):
-            result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
-            assert result.returncode == 0, f"{script.name}: {result.stderr}"
+def test_shell_scripts_parse_and_pass_shellcheck():
+    scripts = [
+        path
+        for path in [TEMPLATE / ".ci" / "run", *sorted(Path(TEMPLATE, "scripts").rglob("*"))]
+        if path.is_file()
+        and path.suffix in {"", ".sh"}
+        and path.read_text().startswith("#!/usr/bin/env bash")
+    ]
+    assert TEMPLATE / "scripts" / "buildenv" / "multiplatform.sh" in scripts
+    for script in scripts:
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{script.name}: {result.stderr}"
+    result = subprocess.run([tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_template_workflow_passes_actionlint():
