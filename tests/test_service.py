@@ -161,17 +161,21 @@ def test_lock_has_wheels_for_every_offered_python(tmp_path, python, arch):
     assert len(list(tmp_path.iterdir())) == len(pins)
 
 
-def test_uvicorn_serves_the_app(project, venv):
-    port = free_port()
-    env = dict(os.environ, UVICORN_ROOT_PATH="/api", UVICORN_LOG_LEVEL="warning")
-    server = subprocess.Popen(
+def uvicorn(project: Path, venv: Path, port: int, **env: str) -> subprocess.Popen:
+    """The generated app served by the venv's uvicorn on 127.0.0.1:port, output captured."""
+    return subprocess.Popen(
         [str(venv / "bin" / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=project,
-        env=env,
+        env=dict(os.environ, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_uvicorn_serves_the_app(project, venv):
+    port = free_port()
+    server = uvicorn(project, venv, port, UVICORN_ROOT_PATH="/api", UVICORN_LOG_LEVEL="warning")
     try:
         base = f"http://127.0.0.1:{port}"
         assert get(f"{base}/", time.monotonic() + 20) == (200, {"Hello": "World"})
@@ -189,15 +193,7 @@ def test_uvicorn_serves_the_app(project, venv):
 
 def test_uvicorn_logs_json_with_request_ids_and_no_health_probes(project, venv):
     port = free_port()
-    env = dict(os.environ, LOG_FORMAT="json", UVICORN_LOG_LEVEL="info")
-    server = subprocess.Popen(
-        [str(venv / "bin" / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server = uvicorn(project, venv, port, LOG_FORMAT="json", UVICORN_LOG_LEVEL="info")
     try:
         base = f"http://127.0.0.1:{port}"
         assert get(f"{base}/health", time.monotonic() + 20) == (200, {"status": "ok"})
