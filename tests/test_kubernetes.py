@@ -85,7 +85,7 @@ def test_pod_runs_as_the_image_user(complete):
     assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid)
 
 
-def test_probes_resources_and_graceful_shutdown(complete):
+def test_probes_resources_shutdown_timing_and_selectors_fit_together(complete):
     root, expected = complete
     objects = k8s_objects(root)
     pod = objects["Deployment"]["spec"]["template"]["spec"]

@@ -19,7 +19,7 @@ from tests.support.generated import github_workflow, load_yaml
 from tests.support.project import COMPLETE
 
 
-def test_github_workflow_steps_and_permissions(github_project):
+def test_github_workflow_tests_then_publishes_with_least_permissions(github_project):
     data = github_workflow(github_project)
     assert data["permissions"] == {"contents": "read"}
     assert data["on"]["push"]["branches"] == ["main"] and "pull_request" in data["on"]
@@ -44,9 +44,13 @@ def test_github_workflow_steps_and_permissions(github_project):
     assert args["VERSION"] == "${{ steps.build.outputs.version }}"
     [version_step] = [step for step in publish["steps"] if step.get("id") == "build"]
     assert "app/__init__.py" in version_step["run"] and '!= "v$version"' in version_step["run"]
+
+
+def test_every_github_action_is_pinned_to_a_commit_with_its_release_named(github_project):
+    data = github_workflow(github_project)
     text = (github_project / ".github" / "workflows" / "ci.yml").read_text()
     # Every action is pinned to a full commit SHA, its release named in the comment (the form that
-    # Dependabot updates); actionlint (above) rejects releases that run on a removed runtime.
+    # Dependabot updates); actionlint (test_linters.py) rejects releases that run on a removed runtime.
     uses_lines = re.findall(r"uses: (.*)", text)
     steps = [step for job in data["jobs"].values() for step in job["steps"] if "uses" in step]
     assert len(uses_lines) == len(steps), uses_lines
@@ -54,7 +58,7 @@ def test_github_workflow_steps_and_permissions(github_project):
         assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+", line), f"{line}: not pinned"
 
 
-def test_gitlab_pipeline_jobs(gitlab_project):
+def test_gitlab_pipeline_tests_smokes_publishes_scans_and_releases(gitlab_project):
     pipeline = load_yaml(gitlab_project / ".gitlab-ci.yml")
     assert pipeline["test"]["script"] == ["make install lint test"]
     assert pipeline["test"]["image"].startswith("python:")

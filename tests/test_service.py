@@ -214,8 +214,8 @@ def test_uvicorn_logs_json_with_request_ids_and_no_health_probes(project, venv):
         output, _ = server.communicate(timeout=15)
     lines = json_lines(output)  # every line is one JSON object
     access = access_log(lines)
-    assert access == [("GET / HTTP/1.1", "service-test-1")], access  # the probes (GET, HEAD /health) are not
-    # logged
+    # The probes (GET and HEAD /health) are not logged.
+    assert access == [("GET / HTTP/1.1", "service-test-1")], access
     assert any(line["logger"] == "app.main" for line in lines), lines
 
 
