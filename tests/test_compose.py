@@ -37,10 +37,10 @@ from tests.support.project import run
 
 def test_compose_file_properties(complete):
     root, expected = complete
-    compose = load_yaml(root / "compose.yaml")
-    assert "version" not in compose, "the Compose specification has no `version:`"
-    assert list(compose["services"]) == ["app"]
-    app = compose["services"]["app"]
+    compose_file = load_yaml(root / "compose.yaml")
+    assert "version" not in compose_file, "the Compose specification has no `version:`"
+    assert list(compose_file["services"]) == ["app"]
+    app = compose_file["services"]["app"]
     assert app["image"] == f"{expected['slug']}:${{TAG:-latest}}"
     # The OCI build facts come from the environment (`make up` exports them), empty by default.
     assert app["build"] == {
@@ -56,10 +56,10 @@ def test_compose_file_properties(complete):
     assert app["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in app["security_opt"]
     assert "healthcheck" not in app, "the image's HEALTHCHECK is the one to use"
-    assert app["networks"] == ["backend"] and "backend" in compose["networks"]
+    assert app["networks"] == ["backend"] and "backend" in compose_file["networks"]
     # No decorative volumes: a named volume needs a service that keeps data, and a test that the
     # data survives re-creating the container.
-    assert "volumes" not in compose
+    assert "volumes" not in compose_file
     deploy = app["deploy"]
     assert deploy["replicas"] >= 2
     assert deploy["update_config"]["order"] == "start-first"

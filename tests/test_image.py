@@ -98,7 +98,7 @@ def rebuilt(built):
         docker("rmi", "--force", edited, check=False)
 
 
-def test_serves_through_the_published_port_and_turns_healthy(built, cleanup):
+def test_serves_through_the_published_port_turns_healthy_with_the_chosen_workers(built, cleanup):
     _, _, tag, answers = built
     name, host_port = unique("fd-run"), free_port()
     cleanup.append(["rm", "--force", name])

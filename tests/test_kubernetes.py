@@ -93,8 +93,9 @@ def test_probes_resources_shutdown_timing_and_selectors_fit_together(complete):
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"http": expected["port"]}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        get = container[probe]["httpGet"]
-        assert get["path"] == "/health" and ports.get(get["port"], get["port"]) == expected["port"], probe
+        http_get = container[probe]["httpGet"]
+        assert http_get["path"] == "/health", probe
+        assert ports.get(http_get["port"], http_get["port"]) == expected["port"], probe
     env = {item["name"]: item["value"] for item in container["env"]}
     assert env["WEB_CONCURRENCY"] == "1", "one uvicorn process per pod"
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]

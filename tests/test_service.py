@@ -164,8 +164,8 @@ def test_lock_has_wheels_for_every_offered_python(tmp_path, python, arch):
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    pins = [line for line in (SERVICE / "requirements.txt").read_text().splitlines() if "==" in line]
-    assert len(list(tmp_path.iterdir())) == len(pins)
+    pinned = [line for line in (SERVICE / "requirements.txt").read_text().splitlines() if "==" in line]
+    assert len(list(tmp_path.iterdir())) == len(pinned)
 
 
 def uvicorn(project: Path, venv: Path, port: int, **env: str) -> subprocess.Popen:
