@@ -13,7 +13,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TEMPLATE, docker
+
+from tests.support.docker import docker
+from tests.support.project import TEMPLATE
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 

@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, tool
+
+from tests.support.project import TEMPLATE, tool
 
 PROJECT_DIR = "{{cookiecutter.__project_dir}}"
 

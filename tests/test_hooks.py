@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import COOKIECUTTER_JSON, TEMPLATE, cookiecutter_cli, free_port
-from hooks_loader import default_context, load_hook
+
+from tests.support.hooks import default_context, load_hook
+from tests.support.net import free_port
+from tests.support.project import COOKIECUTTER_JSON, TEMPLATE, cookiecutter_cli
 
 
 @pytest.fixture

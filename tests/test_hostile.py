@@ -2,7 +2,7 @@
 
 Each ends either in a clean refusal (exit 1, one `ERROR:` line from our hook naming the field, the
 value and what is allowed, and no directory left behind) or in a project that renders correctly
-(the render tier's checks run on those through test_render.VARIANTS; here we check the values
+(the render tier's checks run on those through support.project.FREE_TEXT; here we check the values
 made it through intact).
 """
 
@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, cookiecutter_cli
+
+from tests.support.project import TEMPLATE, cookiecutter_cli
 
 REFUSED = [
     ("project_slug", "My-Service"),

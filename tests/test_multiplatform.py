@@ -16,7 +16,9 @@ import os
 import urllib.request
 
 import pytest
-from conftest import bake, build_flags, docker, unique
+
+from tests.support.docker import build_flags, docker, unique
+from tests.support.project import bake
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -34,7 +36,7 @@ def builder(request: pytest.FixtureRequest) -> tuple[str, str]:
     if not (context and registry):
         message = (
             "no buildx builder that can build linux/arm64 is configured "
-            f"({CONTEXT_ENV} and {REGISTRY_ENV} unset; scripts/offline-env.sh provides one)"
+            f"({CONTEXT_ENV} and {REGISTRY_ENV} unset)"
         )
         if os.environ.get("REQUIRE_MULTIPLATFORM") == "1":
             pytest.fail(message + "; it is required (REQUIRE_MULTIPLATFORM=1)")

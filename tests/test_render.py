@@ -1,48 +1,40 @@
-"""Tier 2: every combination of answers renders into a correct project.
+"""Tier 2: every answer set renders into a correct project.
 
-The product of the choice questions is several hundred combinations, so it is covered pairwise
-(every pair of values of any two questions occurs in some rendered project), plus hand-picked
-variants of the free-text answers. Each project is checked for leftover Jinja, Python that
-compiles and is ruff-clean, a hadolint-clean Dockerfile with the properties the README promises,
-parseable YAML and TOML, and a fully hash-pinned lock.
+The product of the choice questions is several hundred answer sets, so the render tier covers them
+pairwise (every pair of values of any two questions occurs in some rendered project), plus answer
+sets of hostile but valid free text (support.project.RENDER_ANSWER_SETS); the deployment questions
+(compose, Kubernetes, CI) are covered in full product. Each project is checked for leftover Jinja,
+Python that compiles, a Dockerfile with the properties the README promises, parseable YAML and
+TOML, a fully hash-pinned lock, and exactly the files and README sections its options ask for.
+The linters' runs over the same projects are in test_linters.py.
 """
 
+import itertools
 import py_compile
 import re
-import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import COOKIECUTTER_JSON, TEMPLATE, choices, pairwise, tool
-from dockerfile import from_image, lineage, parse, stages
 
-COMBINATIONS = pairwise(choices())
-VARIANTS = [
-    {"port": "8080", "workers": "4", "registry_prefix": "registry.example.com:5000/dockerhub"},
-    {"port": "1", "project_name": "O'Reilly <API> & co: #1", "description": "Quotes ' and <tags> & more"},
-    {"port": "65535", "project_name": "Café Ünïcode 🚀", "author": "Zoë <zoe@example.com>"},
-    {"project_name": "x", "project_slug": "a" * 63, "installer": "uv", "registry_prefix": "127.0.0.1:5000"},
+from tests.support.dockerfile import from_image, lineage, parse, stages
+from tests.support.generated import K8S_MANIFESTS
+from tests.support.project import (
+    LEFTOVER_JINJA,
+    RENDER_ANSWER_SETS,
+    TEMPLATE,
+    answers_of,
+    case_id,
+    choices,
+    leftover_jinja,
+)
+
+DEPLOY_QUESTIONS = ("use_compose", "use_kubernetes", "ci")
+DEPLOY_ANSWER_SETS = [
+    dict(zip(DEPLOY_QUESTIONS, values, strict=True))
+    for values in itertools.product(*(choices()[question] for question in DEPLOY_QUESTIONS))
 ]
-CASES = [*COMBINATIONS, *VARIANTS]
-# Jinja that survived rendering; GitHub's ${{ expr }} and Go's {{.Field}} templates are legitimate.
-LEFTOVER_JINJA = re.compile(r"(?<!\$)\{\{\s*[A-Za-z_]|\{%|\{#|cookiecutter")
-
-
-def case_id(case: dict) -> str:
-    default = {k: v[0] if isinstance(v, list) else v for k, v in COOKIECUTTER_JSON.items()}
-    return "-".join(f"{k}={v}" for k, v in case.items() if default.get(k) != v)[:80] or "defaults"
-
-
-def answers_of(case: dict) -> dict:
-    """The full answers of a case: cookiecutter.json's defaults overridden by the case."""
-    defaults = {
-        k: (v[0] if isinstance(v, list) else v)
-        for k, v in COOKIECUTTER_JSON.items()
-        if not k.startswith("_") and "{{" not in str(v)
-    }
-    return {**defaults, **case}
 
 
 def expected_base_image(answers: dict) -> str:
@@ -51,11 +43,10 @@ def expected_base_image(answers: dict) -> str:
     return f"{prefix}python:{answers['python_version']}{slim}-{answers['debian_release']}"
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[case_id(c) for c in CASES])
-def project(request, cookies_session) -> tuple[Path, dict]:
-    result = cookies_session.bake(extra_context=request.param, template=str(TEMPLATE))
-    assert (result.exit_code, result.exception) == (0, None)
-    root = result.project_path
+@pytest.fixture(scope="module", params=RENDER_ANSWER_SETS, ids=case_id)
+def project(request, rendered) -> tuple[Path, dict]:
+    """(root, full answers) of each render answer set's project."""
+    root = rendered(request.param)
     return root, {**answers_of(request.param), "project_slug": root.name}
 
 
@@ -68,26 +59,14 @@ def test_nothing_left_unrendered(project):
     for path in [root, *root.rglob("*")]:
         assert not LEFTOVER_JINJA.search(path.name), path
         if path.is_file():
-            text = path.read_text()
-            match = LEFTOVER_JINJA.search(text)
-            assert not match, (
-                f"{path.relative_to(root)}: {text[max(0, match.start() - 60) : match.end() + 60]!r}"
-            )
+            found = leftover_jinja(path.read_text())
+            assert found is None, f"{path.relative_to(root)}: {found!r}"
 
 
-def test_python_compiles_and_is_ruff_clean(project):
+def test_python_compiles(project):
     root, _ = project
     for path in root.rglob("*.py"):
         py_compile.compile(str(path), doraise=True)
-    for command in (["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]):
-        result = subprocess.run([tool("ruff"), *command], cwd=root, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_dockerfile_is_hadolint_clean(project):
-    root, _ = project
-    result = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=root, capture_output=True, text=True)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 def test_yaml_and_toml_parse(project):
@@ -211,6 +190,44 @@ def test_option_files(project):
     assert ("k8s" in present) == answers["use_kubernetes"]
     assert (".github" in present) == (answers["ci"] == "github")
     assert (".gitlab-ci.yml" in present) == (answers["ci"] == "gitlab")
+
+
+def expected_files(answer_set: dict) -> dict[str, bool]:
+    """Which deployment files a project of the answer set has."""
+    return {
+        "compose.yaml": answer_set["use_compose"],
+        "compose.override.yaml": answer_set["use_compose"],
+        **{f"k8s/{name}": answer_set["use_kubernetes"] for name in ["kustomization.yaml", *K8S_MANIFESTS]},
+        ".github/workflows/ci.yml": answer_set["ci"] == "github",
+        ".github/dependabot.yml": answer_set["ci"] == "github",
+        ".gitlab-ci.yml": answer_set["ci"] == "gitlab",
+        "renovate.json": answer_set["ci"] == "gitlab",
+    }
+
+
+@pytest.mark.parametrize("answer_set", DEPLOY_ANSWER_SETS, ids=case_id)
+def test_deployment_files_and_readme_sections_follow_the_options(rendered, answer_set):
+    root = rendered(answer_set)
+    readme = (root / "README.md").read_text()
+    sections = {
+        "## Run it with Docker Compose": answer_set["use_compose"],
+        "## Run it on Docker Swarm": answer_set["use_compose"],
+        "## Run it on Kubernetes": answer_set["use_kubernetes"],
+        "## Continuous integration": answer_set["ci"] != "none",
+        "`.github/workflows/ci.yml`": answer_set["ci"] == "github",
+        "`.gitlab-ci.yml`": answer_set["ci"] == "gitlab",
+    }
+    assert {s: s in readme for s in sections} == sections
+    assert "\n\n\n" not in readme, "the optional sections leave a double blank line"
+    assert not (root / "k8s").exists() or sorted(p.name for p in (root / "k8s").iterdir()) == sorted(
+        ["kustomization.yaml", *K8S_MANIFESTS]
+    )
+    for relative, wanted in expected_files(answer_set).items():
+        if wanted:
+            found = leftover_jinja((root / relative).read_text())
+            assert found is None, f"{relative}: {found!r}"
+    present = {relative: (root / relative).exists() for relative in expected_files(answer_set)}
+    assert present == expected_files(answer_set)
 
 
 # ---- through pytest-cookies' `cookies`, as a fork of this template extends its tests -------------

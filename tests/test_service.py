@@ -5,7 +5,6 @@ Makefile, the lock resolves to wheels for every offered Python on amd64 and arm6
 reproduces the lock, and uvicorn serves the app for real on a loopback port.
 """
 
-import json
 import os
 import re
 import signal
@@ -16,12 +15,20 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import COOKIECUTTER_JSON, SERVICE, bake, free_port, get
 
-VARIANTS = [{}, {"port": "8080", "python_version": "3.11", "installer": "uv"}, {"project_name": "Café API"}]
+from tests.support.applog import access_log, json_lines
+from tests.support.net import free_port
+from tests.support.polling import get, urlopen
+from tests.support.project import COOKIECUTTER_JSON, SERVICE, bake
+
+ANSWER_SETS = [
+    {},
+    {"port": "8080", "python_version": "3.11", "installer": "uv"},
+    {"project_name": "Café API"},
+]
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=["defaults", "port8080-py311-uv", "cafe"])
+@pytest.fixture(scope="module", params=ANSWER_SETS, ids=["defaults", "port8080-py311-uv", "cafe"])
 def project(request, tmp_path_factory) -> Path:
     return bake(tmp_path_factory.mktemp("service"), **request.param)
 
@@ -197,19 +204,18 @@ def test_uvicorn_logs_json_with_request_ids_and_no_health_probes(project, venv):
     try:
         base = f"http://127.0.0.1:{port}"
         assert get(f"{base}/health", time.monotonic() + 20) == (200, {"status": "ok"})
-        head = urllib.request.urlopen(urllib.request.Request(f"{base}/health", method="HEAD"), timeout=5)
+        head = urlopen(urllib.request.Request(f"{base}/health", method="HEAD"), timeout=5)
         assert head.status == 200
         request = urllib.request.Request(f"{base}/", headers={"X-Request-ID": "service-test-1"})
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urlopen(request, timeout=5) as response:
             assert response.headers["X-Request-ID"] == "service-test-1"
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=15)
-    lines = [json.loads(line) for line in output.splitlines()]  # every line is one JSON object
-    access = [line for line in lines if line["logger"] == "uvicorn.access"]
-    assert [(a["message"].split('"')[1], a["request_id"]) for a in access] == [
-        ("GET / HTTP/1.1", "service-test-1")
-    ], access  # the probes (GET and HEAD /health) are not logged
+    lines = json_lines(output)  # every line is one JSON object
+    access = access_log(lines)
+    assert access == [("GET / HTTP/1.1", "service-test-1")], access  # the probes (GET, HEAD /health) are not
+    # logged
     assert any(line["logger"] == "app.main" for line in lines), lines
 
 

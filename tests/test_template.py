@@ -5,7 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import COOKIECUTTER_JSON, TEMPLATE, tool
+from tests.support.project import COOKIECUTTER_JSON, TEMPLATE, tool
 
 
 def test_every_question_has_a_prompt():

@@ -50,7 +50,8 @@ def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
 
 
 def from_image(instruction: Instruction) -> str:
-    return re.split(r"\s+", instruction.args)[0]
+    """The image (or stage) a FROM instruction names, after any --flags."""
+    return next(word for word in re.split(r"\s+", instruction.args) if not word.startswith("--"))
 
 
 def lineage(instructions: list[Instruction], target: str | None = None) -> list[Instruction]:
@@ -63,3 +64,8 @@ def lineage(instructions: list[Instruction], target: str | None = None) -> list[
     group = names[target] if target else groups[-1]
     parent = from_image(group[0]).lower()
     return [*lineage(instructions, parent), *group] if parent in names else group
+
+
+def base_image(path: Path, target: str | None = None) -> str:
+    """The image stage `target` (default: the last one) is built on: its lineage's first FROM."""
+    return from_image(lineage(parse(path), target)[0])

@@ -5,10 +5,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from conftest import TEMPLATE
 from cookiecutter.environment import StrictEnvironment
 from cookiecutter.generate import generate_context
 from cookiecutter.prompt import prompt_for_config
+
+from tests.support.project import TEMPLATE
 
 
 def default_context(**answers: object) -> dict:
@@ -19,6 +20,7 @@ def default_context(**answers: object) -> dict:
 
 
 def load_hook(name: str, tmp_path: Path, **answers: object) -> ModuleType:
+    """hooks/<name>.py rendered with these answers into tmp_path and imported (as hook_<name>)."""
     context = default_context(**answers)
     source = (TEMPLATE / "hooks" / f"{name}.py").read_text()
     rendered = StrictEnvironment(context=context).from_string(source).render(**context)

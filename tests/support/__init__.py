@@ -1,0 +1,20 @@
+"""What the template's test modules and scripts/benchmark.py share, one copy of each.
+
+    project     the template's paths and answers: bake(), cookiecutter_cli(), choices(), pairwise(),
+                case_id(), LEFTOVER_JINJA, tool()
+    docker      the docker CLI: docker(), unique(), build_flags(), buildx_build(), docker_problem(),
+                image sizes (size_above_base)
+    compose     docker compose as the generated README runs it: compose_env(), compose(), ...
+    net         free loopback ports
+    polling     HTTP GETs to the service and wait_until()
+    buildkit    BuildKit plain-progress logs: were the dependency layers cached?
+    applog      the generated service's JSON log lines
+    dockerfile  a small Dockerfile reader
+    hooks       the template's hooks imported as modules, rendered as cookiecutter renders them
+
+Vocabulary: an *answer set* is a dict of answers to cookiecutter.json's questions (the defaults fill
+in the rest); `case_id()` names one. A *complete* answer set turns every deployment option on.
+
+Importable as `tests.support.<module>` with the repository root on sys.path (pytest's `pythonpath`
+in pyproject.toml; scripts insert the root themselves). Nothing here imports pytest.
+"""

@@ -1,0 +1,75 @@
+"""HTTP requests to a service under test, and waiting for a condition with a deadline.
+
+Every URL here is the service's own (loopback): requests never go through a proxy that the
+environment may name, whatever http_proxy says.
+"""
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import TypeVar
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def urlopen(request: str | urllib.request.Request, timeout: float = 5):
+    """urllib.request.urlopen without proxies (a context manager, raises OSError / HTTPError)."""
+    return _OPENER.open(request, timeout=timeout)
+
+
+def get_json(url: str, timeout: float = 2) -> object:
+    """The JSON body of one GET of url (raises OSError when it does not answer)."""
+    with urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+def get(url: str, deadline: float, timeout: float = 2) -> tuple[int, object]:
+    """(status, JSON body) of GET url, retried until it answers or time.monotonic() passes deadline."""
+    while True:
+        try:
+            with urlopen(url, timeout=timeout) as response:
+                return response.status, json.load(response)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def get_ok(url: str, timeout: float = 1) -> bool:
+    """Whether one GET of url answers 200 (False for any error: refused, timeout, non-2xx)."""
+    try:
+        with urlopen(url, timeout=timeout) as response:
+            response.read()
+            return response.status == 200
+    except OSError:
+        return False
+
+
+Seen = TypeVar("Seen")
+
+
+def wait_until(
+    what: str,
+    probe: Callable[[], Seen],
+    done: Callable[[Seen], bool],
+    timeout: float,
+    interval: float = 0.2,
+) -> Seen:
+    """What probe() returns once done() holds for it, polled every interval seconds.
+
+    A probe raising OSError (not answering yet) counts as not done. After timeout seconds this
+    raises AssertionError with what, and the last thing the probe saw.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            seen = probe()
+        except OSError as error:
+            seen = error
+        else:
+            if done(seen):
+                return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s; last seen: {seen!r}"[-4000:])
+        time.sleep(interval)
