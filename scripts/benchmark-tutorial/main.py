@@ -11,7 +11,7 @@ def read_root():
 
 
 @app.get("/items/{item_id}")
-def read_item(item_id: int, q: Union[str, None] = None):
+def read_item(item_id: int, q: Union[str, None] = None):  # noqa: UP007 (the tutorial's spelling)
     return {"item_id": item_id, "q": q}
 
 
