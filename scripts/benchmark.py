@@ -270,7 +270,7 @@ def probe_cpu_s(name: str, pid: int, healthcheck: dict, probes: int = 5) -> floa
     return None if before is None or after is None else (after - before) / probes
 
 
-def wrk(url: str, settings: Settings, seconds: float, during=None) -> dict:
+def wrk(url: str, settings: argparse.Namespace, seconds: float, during=None) -> dict:
     """wrk against url; during() is called once, halfway through (memory under load)."""
     command = ["wrk", f"-t{settings.threads}", f"-c{settings.connections}", f"-d{seconds:g}s", "--latency"]
     with subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
@@ -292,19 +292,6 @@ def wrk(url: str, settings: Settings, seconds: float, during=None) -> dict:
 
 
 @dataclass
-class Settings:
-    runs: int
-    duration: float
-    connections: int
-    threads: int
-    warmup: float
-    cpus: str
-    out: Path
-    smoke: bool
-    publish: bool
-
-
-@dataclass
 class Prepared:
     variant: Variant
     context: Path
@@ -317,8 +304,9 @@ class Prepared:
 
 @dataclass
 class Session:
+    """One invocation: what it creates is named fastapi-docker-bench-RUN_ID-... and labelled with its id."""
+
     run_id: str
-    compose: list[tuple[Path, list[str]]] = field(default_factory=list)  # (directory, compose command)
 
     @property
     def label(self) -> str:
@@ -328,8 +316,6 @@ class Session:
         return "-".join(["fastapi-docker-bench", self.run_id, *parts])
 
     def cleanup(self) -> None:
-        for directory, command in self.compose:
-            subprocess.run([*command, "down", "--volumes"], cwd=directory, capture_output=True, timeout=120)
         for kind, remove in (("ps --all", "rm"), ("images", "rmi")):
             found = docker(*kind.split(), "--quiet", "--filter", f"label={self.label}", check=False).stdout
             if found.split():
@@ -395,7 +381,7 @@ def build_phase(session: Session, p: Prepared, run: int, logs: Path, base: dict)
     return tag, values
 
 
-def run_phase(session: Session, p: Prepared, tag: str, run: int, settings: Settings) -> dict:
+def run_phase(session: Session, p: Prepared, tag: str, run: int, settings: argparse.Namespace) -> dict:
     """Start, idle memory, probe cost, load, memory under load and stop of a container of tag."""
     key, url = p.variant.key, f"http://127.0.0.1:{p.port}"
     if not port_is_free(p.port):
@@ -459,22 +445,14 @@ def dev_loop(session: Session, p: Prepared, saves: int, workdir: Path, logs: Pat
     project, port, logfile = session.name("dev"), free_ports(1, host="0.0.0.0")[0], logs / "dev-loop.log"
     # A third compose file names and labels the dev image as this run's: no clash, and the cleanup finds it.
     names, label = workdir / "benchmark-names.yaml", f"{{{LABEL_KEY}: {session.run_id}}}"
-    names.write_text(f"services:\n  dev:\n    image: {project}:dev\n    build: {{labels: {label}}}\n")
-    args = [
-        "docker",
-        "compose",
-        "--project-name",
-        project,
-        "-f",
-        "compose.yaml",
-        "-f",
-        "compose.override.yaml",
-    ]
-    session.compose.append((p.context, [*args, "-f", str(names)]))
+    names.write_text(
+        f"services:\n  dev:\n    image: {project}:dev\n    build: {{labels: {label}}}\n    labels: {label}\n"
+    )
+    files = ["-f", "compose.yaml", "-f", "compose.override.yaml", "-f", str(names)]
+    args, env = ["docker", "compose", "--project-name", project, *files], compose_env(HOST_PORT=str(port))
     with logfile.open("w") as out:
-        proc = subprocess.Popen([*args, "-f", str(names), "up", "--build", "--watch", "dev"], cwd=p.context,
-                                stdout=out, stderr=subprocess.STDOUT, env=compose_env(HOST_PORT=str(port)),
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen([*args, "up", "--build", "--watch", "dev"], cwd=p.context, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     seconds, refused = [], 0
 
     def answer() -> object:
@@ -500,8 +478,13 @@ def dev_loop(session: Session, p: Prepared, saves: int, workdir: Path, logs: Pat
         built = set(docker("images", "--quiet", "--filter", images).stdout.split()) - before
     finally:
         p.main.write_text(p.main_text)
-        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in the terminal: compose stops the container
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in the terminal: compose stops the container
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        subprocess.run([*args, "down", "--volumes"], cwd=p.context, env=env, capture_output=True, timeout=120)
     return {
         "saves_s": seconds,
         "median_s": statistics.median(seconds),
@@ -546,20 +529,18 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def results_table(results: dict[str, list[dict]]) -> str:
     """One row per metric, one column per variant: "= <variant>" where a variant runs another's image."""
-    shared = {
-        v.key: "= " + next(o.label for o in VARIANTS if o.key == v.image_of) for v in VARIANTS if v.image_of
-    }
-    rows = [
-        [
-            m.label,
-            *(
-                shared[v.key] if m.image and v.image_of else cell(numbers(results[v.key], m.key), m.decimals)
-                for v in VARIANTS
-            ),
-        ]  # fmt: skip
-        for m in METRICS
-    ]
-    return markdown_table(["metric", *(v.label for v in VARIANTS)], rows)
+    labels = {v.key: v.label for v in VARIANTS}
+
+    def shown(m: Metric, v: Variant) -> str:
+        return (
+            f"= {labels[v.image_of]}"
+            if m.image and v.image_of
+            else cell(numbers(results[v.key], m.key), m.decimals)
+        )
+
+    return markdown_table(
+        ["metric", *labels.values()], [[m.label, *(shown(m, v) for v in VARIANTS)] for m in METRICS]
+    )
 
 
 def dev_table(dev: dict) -> str:
@@ -613,6 +594,7 @@ def chart(results: dict[str, list[dict]], path: Path, subtitle: str) -> None:
         ax.bar_label(bars, labels=[f"{y:.2g}" for y in ys], fontsize=6.5, padding=1)
     ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
     ax.set_yscale("log")
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.6)  # room for the legend above the tallest bar
     ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}x"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -628,7 +610,7 @@ def chart(results: dict[str, list[dict]], path: Path, subtitle: str) -> None:
     plt.close(fig)
 
 
-def environment(settings: Settings, argv: list[str]) -> dict:
+def environment(settings: argparse.Namespace, argv: list[str]) -> dict:
     """The facts the numbers depend on: the machine, the engine, the tools, the template's commit."""
 
     def first(path: str, pattern: str) -> str:
@@ -664,7 +646,7 @@ def environment(settings: Settings, argv: list[str]) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str]) -> Settings:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--runs", type=int, help="runs per variant (default 3; --smoke: 1)")
@@ -680,16 +662,19 @@ def parse_args(argv: list[str]) -> Settings:
     if args.publish and args.smoke:
         parser.error("--publish: a smoke run's numbers are not published")
     defaults = {"runs": (3, 1), "duration": (10.0, 2.0), "connections": (64, 8), "warmup": (2.0, 1.0)}
-    chosen = {k: v[args.smoke] if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
-    if chosen["runs"] < 1 or chosen["duration"] <= 0 or chosen["connections"] < 1:
+    for name, (full, smoke) in defaults.items():
+        setattr(
+            args,
+            name,
+            (smoke if args.smoke else full) if getattr(args, name) is None else getattr(args, name),
+        )
+    if args.runs < 1 or args.duration <= 0 or args.connections < 1:
         parser.error("--runs, --duration and --connections must be positive")
-    threads = max(1, min(args.threads, chosen["connections"]))
-    return Settings(
-        **chosen, threads=threads, cpus=args.cpus, out=args.out, smoke=args.smoke, publish=args.publish
-    )
+    args.threads = max(1, min(args.threads, args.connections))
+    return args
 
 
-def benchmark(settings: Settings, argv: list[str], session: Session, workdir: Path) -> dict:
+def benchmark(settings: argparse.Namespace, argv: list[str], session: Session, workdir: Path) -> dict:
     started = time.monotonic()
     if shutil.which("wrk") is None:
         raise BenchmarkError("wrk is not installed (Debian: apt-get install wrk)")
