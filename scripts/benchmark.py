@@ -1046,7 +1046,7 @@ def describe_bases(bases: dict[str, dict]) -> list[str]:
     lines = []
     for image, data in sorted(bases.items()):
         kind = (
-            f"stand-in built by scripts/offline-env.sh (debootstrap, Debian's Python {data['python']})"
+            f"stand-in built by scripts/buildenv/images.sh (debootstrap, Debian's Python {data['python']})"
             if data["standin"]
             else f"Python {data['python']}"
         )

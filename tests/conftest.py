@@ -5,7 +5,7 @@ need a Docker engine with buildx and compose. Without one those are skipped with
 unless --require-docker or REQUIRE_DOCKER=1 makes that a failure (CI does).
 
 Builds go through a package mirror when FASTAPI_DOCKER_INDEX_URL is set (the offline build
-environment of scripts/offline-env.sh sets it): the URL reaches the build as the BuildKit secret
+environment of scripts/buildenv/env.sh sets it): the URL reaches the build as the BuildKit secret
 `index_url`, exactly as a team behind Artifactory or devpi would pass theirs; and on the network
 FASTAPI_DOCKER_BUILD_NETWORK names (`host`, so that a loopback mirror is reachable).
 """
@@ -177,7 +177,7 @@ def docker_problem() -> str | None:
 def docker_ready(request: pytest.FixtureRequest) -> None:
     problem = docker_problem()
     if problem:
-        message = f"Docker tests cannot run: {problem} (bash scripts/offline-env.sh provides one)"
+        message = f"Docker tests cannot run: {problem} (bash scripts/buildenv/env.sh provides one)"
         if request.config.getoption("--require-docker"):
             pytest.fail(message + "; they are required (--require-docker / REQUIRE_DOCKER=1)")
         pytest.skip(message)

@@ -34,7 +34,7 @@ def builder(request: pytest.FixtureRequest) -> tuple[str, str]:
     if not (context and registry):
         message = (
             "no buildx builder that can build linux/arm64 is configured "
-            f"({CONTEXT_ENV} and {REGISTRY_ENV} unset; scripts/offline-env.sh provides one)"
+            f"({CONTEXT_ENV} and {REGISTRY_ENV} unset; scripts/buildenv/env.sh provides one)"
         )
         if os.environ.get("REQUIRE_MULTIPLATFORM") == "1":
             pytest.fail(message + "; it is required (REQUIRE_MULTIPLATFORM=1)")

@@ -10,13 +10,11 @@ RECIPE_FUNCTIONS=(make_rootfs apt_in in_root)
 # shellcheck source=python.sh
 source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
 
-# The table: one row per image, named in STANDINS. Fields:
-#   tags     primary tag, then aliases: each tag a FROM line of the template (cookiecutter.json's
-#            __base_image) or of the benchmark's baseline names
-#   release  the Debian release debootstrapped (minbase); include: its --include packages
-#            (rows of one release and include share one debootstrap)
-#   recipe   function DIR RELEASE: makes the tree the official image, prints its config as
-#            `docker import --change` lines
+# The table, a row per image (in STANDINS). tags: the primary tag, then aliases (each one a FROM line
+# of the template, from cookiecutter.json's __base_image, or of the benchmark's baseline). release,
+# include: the Debian release debootstrapped and its --include packages (rows with both the same
+# share one debootstrap). recipe: a function DIR RELEASE that makes the tree the official image and
+# prints its config as `docker import --change` lines.
 # shellcheck disable=SC2034  # the rows are read through namerefs
 {
   declare -gA py311_slim=([tags]=python:3.11-slim-bookworm [release]=bookworm [include]=$PY_BOOKWORM [recipe]=python_slim)

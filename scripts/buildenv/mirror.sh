@@ -37,7 +37,7 @@ ensure_mirror() {
   fi
   # Ask PyPI only for the projects requested: else devpi's first lookup fetches PyPI's whole name list.
   local base=http://$MIRROR/root/pypi
-  if ! curl -fsS --max-time 10 "$base?no_projects=" | grep -Eq '"mirror_no_project_list": *true'; then
+  if ! [[ $(curl -fsS --max-time 10 "$base?no_projects=") =~ \"mirror_no_project_list\":\ *true ]]; then
     log "configuring root/pypi: mirror_no_project_list=True"
     curl -fsS --max-time 10 -u root: -X PATCH -H 'Content-Type: application/json' \
       -d '["mirror_no_project_list=True"]' "$base" >/dev/null || die "could not configure $base"
