@@ -28,15 +28,12 @@ engine_pids() {
   for pid in $(pgrep -x "$1"); do grep -qs multiplatform "/proc/$pid/cmdline" || echo "$pid"; done
 }
 
-stop_old_dockerd() {
+stop_old_dockerd() {  # SIGTERM, up to 30 s to finish, then SIGKILL
   [[ -n $(engine_pids dockerd) ]] || return 0
   log "stopping the running dockerd $(server_version) before the upgrade"
   engine_pids dockerd | xargs -r kill
-  local deadline=$((SECONDS + 30))
-  while [[ -n $(engine_pids dockerd) ]]; do
-    ((SECONDS < deadline)) || { engine_pids dockerd | xargs -r kill -9; sleep 1; break; }
-    sleep 0.5
-  done
+  for _ in {1..60}; do [[ -n $(engine_pids dockerd) ]] || break; sleep 0.5; done
+  engine_pids dockerd | xargs -r kill -9
   engine_pids containerd | xargs -r kill
 }
 

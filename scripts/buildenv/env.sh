@@ -12,7 +12,6 @@
 set -euo pipefail
 readonly PROG=buildenv
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-readonly HERE
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 # shellcheck source=engine.sh

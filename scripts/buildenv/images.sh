@@ -32,6 +32,7 @@ in_root() {  # in_root DIR CMD... : CMD in the tree, with none of the host's env
 
 make_rootfs() {  # make_rootfs DIR RELEASE INCLUDE
   local cache=$CACHE_DIR/debootstrap/$2
+  remove_rootfs "$1"  # what a failed attempt left
   mkdir -p "$1" "$cache"
   log "[$2] debootstrap --variant=minbase --include=$3 $2 (log: $STEP_LOG_DIR/debootstrap-$2.log)"
   run_logged "debootstrap-$2" debootstrap --variant=minbase --cache-dir="$cache" --include="$3" "$2" "$1" "$DEBIAN_MIRROR"

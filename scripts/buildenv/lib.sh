@@ -36,7 +36,8 @@ apt_install() {  # apt_install PKG... : those missing, from the system's own sou
   for p; do pkg_installed "$p" || want+=("$p"); done
   [[ ${#want[@]} -gt 0 ]] || return 0
   log "apt-get install ${want[*]}"
-  run_logged apt-update apt-get update
+  [[ -n ${APT_UPDATED:-} ]] || run_logged apt-update apt-get update
+  APT_UPDATED=1
   run_logged apt-install env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${want[@]}"
 }
 

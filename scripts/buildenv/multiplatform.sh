@@ -14,7 +14,6 @@
 set -euo pipefail
 readonly PROG=multiplatform
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-readonly HERE
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 # shellcheck source=images.sh
