@@ -1,14 +1,10 @@
 #!/usr/bin/env bash
-# buildenv/env.sh - make this machine (Debian bookworm, as root) the offline Docker build environment of
-# the template's tests, and print its environment. Each part is ensured, in this order, and left alone
-# where it is in place (seconds, then): engine.sh, mirror.sh, images.sh, multiplatform.sh; README.md
-# says why this machine needs each.
-#
+# buildenv/env.sh - make this machine (Debian bookworm, as root) the offline Docker build environment of the
+# template's tests: engine.sh, mirror.sh, images.sh, multiplatform.sh, each left alone where it is in place.
 #   eval "$(bash scripts/buildenv/env.sh)"     provision what is missing, export the environment
 #   bash scripts/buildenv/env.sh --print-env   only print the export lines (no root, no changes)
-#
-# stdout carries only `export NAME=value` lines; progress and errors go to stderr; failure exits
-# non-zero. Logs: /var/log/{dockerd,devpi}-offline-env.log, /var/log/fastapi-docker-offline-env/.
+# stdout carries only `export NAME=value` lines; progress and errors go to stderr; failure exits non-zero.
+# Logs: /var/log/{dockerd,devpi}-offline-env.log, /var/log/fastapi-docker-offline-env/; why each part: README.md
 set -euo pipefail
 readonly PROG=buildenv
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,11 +18,8 @@ source "$HERE/mirror.sh"
 source "$HERE/images.sh"
 
 print_env() {
-  printf 'export FASTAPI_DOCKER_INDEX_URL=%s\n' "$INDEX_URL"
-  printf 'export FASTAPI_DOCKER_BUILD_NETWORK=host\n'  # the mirror is on the host's loopback
-  if [[ -z ${SSL_CERT_FILE:-} && -r $CA_BUNDLE ]]; then  # uv reads only this for the proxy's CA
-    printf 'export SSL_CERT_FILE=%s\n' "$CA_BUNDLE"
-  fi
+  printf 'export FASTAPI_DOCKER_INDEX_URL=%s\nexport FASTAPI_DOCKER_BUILD_NETWORK=host\n' "$INDEX_URL"  # host: the mirror's
+  if [[ -z ${SSL_CERT_FILE:-} && -r $CA_BUNDLE ]]; then printf 'export SSL_CERT_FILE=%s\n' "$CA_BUNDLE"; fi  # for uv
   bash "$HERE/multiplatform.sh" --print-env || true
 }
 

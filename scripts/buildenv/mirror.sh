@@ -13,23 +13,16 @@ mirror_answers() { curl -fsS --max-time 5 -o /dev/null "http://$MIRROR/+api" 2>/
 ensure_mirror() {
   if [[ $("$DEVPI_VENV/bin/devpi-server" --version 2>/dev/null) != "$DEVPI_VERSION" ]]; then
     local py
-    py=$(command -v python3 || true)
-    if [[ -z $py ]] || ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-      apt_install python3-venv
-      py=/usr/bin/python3
-    fi
+    py=$(command -v python3 || true)  # one with venv and ensurepip, else Debian's with python3-venv
+    "${py:-false}" -c 'import venv, ensurepip' >/dev/null 2>&1 || { apt_install python3-venv; py=/usr/bin/python3; }
     log "installing devpi-server==$DEVPI_VERSION into $DEVPI_VENV (python: $py)"
-    rm -rf "$DEVPI_VENV"
-    mkdir -p "${DEVPI_VENV%/*}"
-    run_logged devpi-venv "$py" -m venv "$DEVPI_VENV"
+    run_logged devpi-venv "$py" -m venv --clear "$DEVPI_VENV"
     run_logged devpi-pip "$DEVPI_VENV/bin/python" -m pip install --disable-pip-version-check "devpi-server==$DEVPI_VERSION"
   fi
   if ! mirror_answers; then
-    if [[ ! -e $DEVPI_DIR/.serverversion ]]; then
-      mkdir -p "$DEVPI_DIR"
-      run_logged devpi-init "$DEVPI_VENV/bin/devpi-init" --serverdir "$DEVPI_DIR"
-    fi
-    if ss -Hltn "sport = :${MIRROR#*:}" | grep -q .; then die "port ${MIRROR#*:} is taken by something not devpi"; fi
+    [[ -e $DEVPI_DIR/.serverversion ]] ||
+      { mkdir -p "$DEVPI_DIR"; run_logged devpi-init "$DEVPI_VENV/bin/devpi-init" --serverdir "$DEVPI_DIR"; }
+    ! ss -Hltn "sport = :${MIRROR#*:}" | grep -q . || die "port ${MIRROR#*:} is taken by something not devpi"
     log "starting devpi-server on $MIRROR (log: $DEVPI_LOG)"
     daemon "$DEVPI_LOG" env SSL_CERT_FILE="$CA_BUNDLE" REQUESTS_CA_BUNDLE="$CA_BUNDLE" \
       "$DEVPI_VENV/bin/devpi-server" --serverdir "$DEVPI_DIR" --host "${MIRROR%:*}" --port "${MIRROR#*:}"
