@@ -1,14 +1,6 @@
 #!/usr/bin/env bash
-# buildenv/multiplatform.sh - a BuildKit builder for linux/amd64 AND linux/arm64 images on this amd64
-# machine, for the image tier's multi-platform test; env.sh runs it after the other parts.
-#
-# The main engine's classic image store builds one platform only, and it is shared, so it is left as
-# it is. Beside it: qemu-user-static with binfmt (arm64 binaries run, in containers too); a loopback
-# registry holding the python:3.13-slim-trixie stand-in for both platforms as one index (BuildKit
-# resolves FROM in a registry); a second dockerd with the containerd image store using that registry
-# as its Docker Hub mirror, as the docker context `multiplatform`. The arm64 stand-in is made with
-# images.sh's own recipe, through qemu, and rebuilt only when its recipe changes.
-#
+# buildenv/multiplatform.sh - a BuildKit builder for linux/amd64 AND linux/arm64 images on this amd64 machine,
+# beside the shared main engine (README.md says how); env.sh runs it after the other parts.
 # Usage: bash scripts/buildenv/multiplatform.sh [--print-env]
 #   stdout carries only `export` lines (with --print-env: only if the builder answers; no changes).
 set -euo pipefail
@@ -25,7 +17,9 @@ readonly DOCKERD_CONFIG=$STATE_DIR/dockerd-multiplatform.json DOCKERD_LOG=/var/l
 readonly BRIDGE=fd-multiplat0 BRIDGE_ADDR=172.31.254.1/24
 readonly REGISTRY=127.0.0.1:5000 REGISTRY_DIR=$STATE_DIR/registry REGISTRY_CONFIG=$STATE_DIR/registry.yml
 readonly REGISTRY_LOG=/var/log/registry-multiplatform.log
-readonly BASE_TAG=python:3.13-slim-trixie RELEASE=trixie  # the default project's base image
+readonly BASE_TAG=${py313_slim[tags]%% *}  # python:3.13-slim-trixie, the default project's base image
+# shellcheck disable=SC2034  # its arm64 twin, read through a nameref
+declare -gA py313_slim_arm64=([release]=${py313_slim[release]} [include]=${py313_slim[include]} [recipe]=${py313_slim[recipe]} [arch]=arm64)
 
 mp_docker() { docker -H "unix://$SOCKET" "$@"; }
 engine_answers() { timeout 10 docker -H "unix://$SOCKET" info >/dev/null 2>&1; }
@@ -40,10 +34,8 @@ print_env() {
 
 ensure_binfmt() {
   local entry=/proc/sys/fs/binfmt_misc/qemu-aarch64
-  if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
-    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
-      die "cannot mount binfmt_misc (no CAP_SYS_ADMIN, or no CONFIG_BINFMT_MISC): arm64 binaries cannot run here"
-  fi
+  [[ -e /proc/sys/fs/binfmt_misc/register ]] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+    die "cannot mount binfmt_misc (no CAP_SYS_ADMIN, or no CONFIG_BINFMT_MISC): arm64 binaries cannot run here"
   [[ -e $entry ]] || update-binfmts --enable qemu-aarch64 || die "update-binfmts --enable qemu-aarch64 failed"
   grep -qx enabled "$entry" || die "$entry is not enabled"
   # F: the kernel opens the interpreter at registration, so it works in a container's root too.
@@ -54,16 +46,8 @@ ensure_registry() {
   registry_answers && return 0
   mkdir -p "$REGISTRY_DIR"
   cat >"$REGISTRY_CONFIG" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $REGISTRY_DIR
-  delete:
-    enabled: true
-http:
-  addr: $REGISTRY
+{version: 0.1, log: {level: warn}, http: {addr: "$REGISTRY"},
+ storage: {filesystem: {rootdirectory: "$REGISTRY_DIR"}, delete: {enabled: true}}}
 EOF
   log "starting docker-registry on $REGISTRY (log: $REGISTRY_LOG)"
   daemon "$REGISTRY_LOG" docker-registry serve "$REGISTRY_CONFIG"
@@ -75,11 +59,8 @@ ensure_engine() {
     mkdir -p "$DOCKERD_ROOT" "$DOCKERD_EXEC_ROOT"
     printf '{"features": {"containerd-snapshotter": true}, "registry-mirrors": ["http://%s"], "insecure-registries": ["%s"]}\n' \
       "$REGISTRY" "$REGISTRY" >"$DOCKERD_CONFIG"
-    if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
-      ip link add "$BRIDGE" type bridge
-      ip addr add "$BRIDGE_ADDR" dev "$BRIDGE"
-      ip link set "$BRIDGE" up
-    fi
+    ip link show "$BRIDGE" >/dev/null 2>&1 ||
+      { ip link add "$BRIDGE" type bridge; ip addr add "$BRIDGE_ADDR" dev "$BRIDGE"; ip link set "$BRIDGE" up; }
     log "starting a second dockerd on $SOCKET (containerd image store; log: $DOCKERD_LOG)"
     daemon "$DOCKERD_LOG" dockerd --config-file "$DOCKERD_CONFIG" --data-root "$DOCKERD_ROOT" \
       --exec-root "$DOCKERD_EXEC_ROOT" --pidfile /run/docker-multiplatform.pid -H "unix://$SOCKET" \
@@ -93,17 +74,9 @@ ensure_engine() {
   [[ $platforms == *linux/arm64* ]] || die "the builder of context $CONTEXT lacks linux/arm64 (it has: $platforms)"
 }
 
-arm_recipe_hash() {  # debootstrap's arguments and images.sh's adaptation
-  { printf 'recipe-version=%s\nrelease=%s\narch=arm64\nvariant=minbase\nmirror=%s\nincludes=%s\n' \
-      "$RECIPE_VERSION" "$RELEASE" "$DEBIAN_MIRROR" "$PY_SLIM"
-    declare -f in_root adapt_rootfs import_changes; } | sha256sum | cut -c1-16
-}
-
 manifest() {  # manifest REPO:TAG : its raw manifest JSON in the loopback registry (or nothing)
-  curl -fsS --max-time 10 -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' \
-    -H 'Accept: application/vnd.oci.image.index.v1+json' \
+  curl -fsS --max-time 10 -H 'Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json' \
+    -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json' \
     "http://$REGISTRY/v2/${1%:*}/manifests/${1##*:}" 2>/dev/null || true
 }
 
@@ -115,27 +88,17 @@ arm_recipe_pushed() {  # arm_recipe_pushed REPO:TAG : the recipe label of the pu
     jq -r ".config.Labels[\"$LABEL_RECIPE\"] // empty" 2>/dev/null || true
 }
 
-build_arm64() {  # build_arm64 REF HASH : debootstrap (through qemu), adapt, import, push
-  local ref=$1 dir=$STATE_DIR/rootfs/$RELEASE-slim-arm64 cache=$CACHE_DIR/debootstrap/$RELEASE-arm64 changes=() c
-  remove_rootfs "$dir"
-  mkdir -p "$cache"
-  log "[arm64] debootstrap --arch=arm64 $RELEASE through qemu (~15 min; log: $STEP_LOG_DIR/debootstrap-$RELEASE-arm64.log)"
-  run_logged "debootstrap-$RELEASE-arm64" debootstrap --arch=arm64 --variant=minbase --cache-dir="$cache" \
-    --include="$PY_SLIM" "$RELEASE" "$dir" "$DEBIAN_MIRROR"
-  python_slim "$dir" "$RELEASE" >"$dir.config"
-  while IFS= read -r c; do changes+=(--change "$c"); done <"$dir.config"
-  changes+=(--change "LABEL $LABEL_RECIPE=$2" --change "LABEL org.fastapi-docker.standin=$RELEASE-slim")
-  log "[arm64] docker import -> $ref"
-  tar --numeric-owner -C "$dir" -c . |
-    mp_docker import --platform linux/arm64 "${changes[@]}" - "$ref" >/dev/null || die "docker import of $dir failed"
-  remove_rootfs "$dir"
-  rm -f "$dir.config"
-  mp_docker push -q "$ref" >/dev/null || die "docker push $ref failed"
-  mp_docker image rm "$ref" >/dev/null
+build_arm64() {  # build_arm64 REF : images.sh's recipe on an arm64 debootstrap (through qemu), imported, pushed
+  local dir=$STATE_DIR/rootfs/py313_slim_arm64
+  log "[arm64] debootstrap through qemu: ~15 min"
+  make_rootfs "$dir" "${py313_slim_arm64[release]}" "${py313_slim_arm64[include]}" arm64
+  import_rootfs py313_slim_arm64 "$dir" "$1" mp_docker import --platform linux/arm64
+  mp_docker push -q "$1" >/dev/null || die "docker push $1 failed"
+  mp_docker image rm "$1" >/dev/null
 }
 
 ensure_base_images() {
-  local repo=library/${BASE_TAG%:*} tag=${BASE_TAG##*:} amd arm index want hash
+  local repo=library/${BASE_TAG%:*} tag=${BASE_TAG##*:} amd arm index want
   amd=$REGISTRY/$repo:$tag-amd64 arm=$REGISTRY/$repo:$tag-arm64 index=$REGISTRY/$repo:$tag
   # amd64: the main engine's stand-in itself (its image ID is its config digest).
   want=$(docker image inspect -f '{{.Id}}' "$BASE_TAG" 2>/dev/null) || die "the main engine has no $BASE_TAG (images.sh makes it)"
@@ -145,8 +108,7 @@ ensure_base_images() {
     docker push -q "$amd" >/dev/null || die "docker push $amd failed"
     docker image rm "$amd" >/dev/null
   fi
-  hash=$(arm_recipe_hash)
-  [[ $(arm_recipe_pushed "${arm#*/}") == "$hash" ]] || build_arm64 "$arm" "$hash"
+  [[ $(arm_recipe_pushed "${arm#*/}") == "$(recipe_hash py313_slim_arm64)" ]] || build_arm64 "$arm"
   # The index must name exactly the current two manifests.
   local d_amd d_arm have
   d_amd=$(manifest "${amd#*/}" | sha256sum | cut -d' ' -f1)
