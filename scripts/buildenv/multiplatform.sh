@@ -19,7 +19,8 @@ readonly REGISTRY=127.0.0.1:5000 REGISTRY_DIR=$STATE_DIR/registry REGISTRY_CONFI
 readonly REGISTRY_LOG=/var/log/registry-multiplatform.log
 readonly BASE_TAG=${py313_slim[tags]%% *}  # python:3.13-slim-trixie, the default project's base image
 # shellcheck disable=SC2034  # its arm64 twin, read through a nameref
-declare -gA py313_slim_arm64=([release]=${py313_slim[release]} [include]=${py313_slim[include]} [recipe]=${py313_slim[recipe]} [arch]=arm64)
+declare -gA py313_slim_arm64=([release]=${py313_slim[release]} [include]=${py313_slim[include]} \
+  [recipe]=${py313_slim[recipe]} [arch]=arm64)
 
 mp_docker() { docker -H "unix://$SOCKET" "$@"; }
 engine_answers() { timeout 10 docker -H "unix://$SOCKET" info >/dev/null 2>&1; }

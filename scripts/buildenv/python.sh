@@ -15,7 +15,7 @@ python_full() {  # + what buildpack-deps adds: compilers, headers, dev tools
 
 python_rootfs() {  # python_rootfs DIR RELEASE FLAVOUR : arrange the tree, print its `--change` lines
   local dir=$1 wheels=/usr/share/python-wheels pkgs=(pip) pipwhl v d
-  [[ -n $dir && $(readlink -f "$dir") != / && -f $dir/etc/debian_version ]] || die "refusing to arrange '$dir' (not a debootstrap)"
+  [[ -n $dir && $(readlink -f "$dir") != / && -f $dir/etc/debian_version ]] || die "refusing '$dir': not a debootstrap"
   rm -f "$dir"/usr/lib/python3*/EXTERNALLY-MANAGED  # pip may install system-wide
   mkdir -p "$dir/usr/local/bin"
   for d in python python3; do ln -sfn /usr/bin/python3 "$dir/usr/local/bin/$d"; done
