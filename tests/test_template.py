@@ -1,6 +1,7 @@
 """The template's own files: cookiecutter.json is complete, and the template's code is lint-clean."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,19 +35,62 @@ def test_template_python_is_ruff_clean():
 
 
 def test_shell_scripts_parse_and_pass_shellcheck():
+    """Every bash script and sourced bash part: .ci/run and all of scripts/ (the build environment too)."""
     scripts = [
         path
         for path in [TEMPLATE / ".ci" / "run", *sorted(Path(TEMPLATE, "scripts").rglob("*"))]
         if path.is_file()
         and path.suffix in {"", ".sh"}
-        and path.read_text().startswith("#!/usr/bin/env bash")
+        and path.read_text().startswith(("#!/usr/bin/env bash", "# shellcheck shell=bash"))
     ]
-    assert TEMPLATE / "scripts" / "buildenv" / "multiplatform.sh" in scripts
+    buildenv = TEMPLATE / "scripts" / "buildenv"
+    assert set(buildenv.glob("*.sh")) <= set(scripts)
+    assert {"env.sh", "lib.sh", "engine.sh", "mirror.sh", "images.sh", "multiplatform.sh"} <= {
+        path.name for path in scripts
+    }
     for script in scripts:
         result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, f"{script.name}: {result.stderr}"
     result = subprocess.run([tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def buildenv(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the build environment's entry point with the given arguments and environment changes."""
+    environ = {k: v for k, v in os.environ.items() if k not in env} | {k: v for k, v in env.items() if v}
+    return subprocess.run(
+        ["bash", str(TEMPLATE / "scripts" / "buildenv" / "env.sh"), *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_buildenv_print_env_exports_only_the_mirror_network_and_ca_bundle_unless_one_is_set():
+    result = buildenv("--print-env", SSL_CERT_FILE="")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(re.fullmatch(r"export [A-Z][A-Z0-9_]*=\S+", line) for line in lines), lines
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+    assert exported["FASTAPI_DOCKER_INDEX_URL"] == "http://127.0.0.1:3141/root/pypi/+simple/"
+    assert exported["FASTAPI_DOCKER_BUILD_NETWORK"] == "host"
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    assert ("SSL_CERT_FILE" in exported) == os.access(bundle, os.R_OK)
+    multiplatform = {"FASTAPI_DOCKER_MULTIPLATFORM_CONTEXT", "FASTAPI_DOCKER_MULTIPLATFORM_REGISTRY"}
+    assert multiplatform <= exported.keys() or not multiplatform & exported.keys()  # both or neither
+    assert "SSL_CERT_FILE" not in dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in buildenv("--print-env", SSL_CERT_FILE="/x.pem").stdout.splitlines()
+    )  # a CA bundle the caller chose is kept
+
+
+def test_buildenv_help_goes_to_stdout_and_an_unknown_argument_fails_on_stderr_only():
+    usage = buildenv("--help")
+    assert usage.returncode == 0 and "--print-env" in usage.stdout and not usage.stdout.startswith("export")
+    wrong = buildenv("--check")
+    assert wrong.returncode != 0 and wrong.stdout == ""
+    assert "unknown argument '--check'" in wrong.stderr
 
 
 def test_template_workflow_passes_actionlint():
