@@ -826,5 +826,6 @@ if [[ $MODE == check ]]; then
 fi
 
 summary
+bash "$(dirname "${BASH_SOURCE[0]}")/buildenv/postgres.sh" >/dev/null || die "no postgres:17 stand-in (see above): the database tests cannot run"
 bash "$(dirname "${BASH_SOURCE[0]}")/buildenv/multiplatform.sh" >/dev/null || warn "no multi-platform builder (see above): tests/test_multiplatform.py cannot run"
 print_env >&3
