@@ -551,13 +551,15 @@ def remove_stack(stack: str) -> None:
 def test_swarm_stack_runs_the_database_with_its_volume(db_service, swarm):
     """compose.yaml as a stack: db (1 replica, placed, its volume), migrate, app answering /items.
 
-    As in tests/test_deploy.py, the app publishes in host mode (the routing mesh needs IPVS); the
-    copy of compose.yaml with that one change sits beside the original, so `./db-password.txt`
-    resolves as it does for a user.
+    As in tests/test_deploy.py, the app publishes in host mode (the routing mesh needs IPVS, which
+    the test machines may lack), and for the same reason the db service is resolved by DNS to its
+    task (endpoint_mode dnsrr) rather than through a virtual IP. The copy of compose.yaml with
+    those two changes sits beside the original, so `./db-password.txt` resolves as for a user.
     """
     compose_file = load(db_service / "compose.yaml")
     target = int(compose_file["services"]["app"]["ports"][0].rsplit(":", 1)[1])
     compose_file["services"]["app"]["ports"] = [{"target": target, "mode": "host"}]
+    compose_file["services"]["db"]["deploy"]["endpoint_mode"] = "dnsrr"
     stack_file = db_service / "stack-test.yaml"
     stack_file.write_text(yaml.safe_dump(compose_file, sort_keys=False))
     stack = unique("dbtest")
