@@ -1,4 +1,5 @@
-"""Finish the generated project: prune the files of options that are off, check Docker, say what next.
+"""Finish the generated project: put the locks of the `database` answer in place, prune the files of
+options that are off, check Docker, say what next.
 
 Standard library only, and idempotent: cruft re-runs it on every template update, so it touches
 nothing outside the generated directory and removing an already-removed file is not an error.

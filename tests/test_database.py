@@ -193,6 +193,19 @@ def test_compose_database_properties(pg_project):
     assert override["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
 
 
+def test_yamllint_passes_on_the_database_files(pg_project, tmp_path):
+    """The same yamllint settings as tests/test_deploy.py's for the deployment files."""
+    config = tmp_path / "yamllint.yaml"
+    config.write_text(
+        "extends: default\nrules:\n  document-start: disable\n  line-length: {max: 100}\n"
+        "  truthy: {check-keys: false}\n  comments: {min-spaces-from-content: 1}\n"
+    )
+    paths = sorted(str(p) for p in pg_project.rglob("*") if p.suffix in {".yaml", ".yml"})
+    assert len(paths) >= 8, paths
+    result = run([tool("yamllint"), "--strict", "--config-file", str(config), *paths])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_a_bot_keeps_the_database_image_current(pg_project):
     """Dependabot's docker-compose ecosystem reads compose.yaml's literal `postgres:17`."""
     config = pg_project / ".github" / "dependabot.yml"
@@ -649,5 +662,6 @@ def test_readme_database_walkthrough_works_as_written(tmp_path, docker_ready):
     volume = f"{slug}_db-data"
     listings = [out for line, out in outputs if line.startswith("docker volume ls")]
     assert [volume in out for out in listings] == [True, True, False], listings
-    (members,) = [out for line, out in outputs if line.startswith("docker network inspect")]
-    assert sorted(members.split()) == sorted([f"{slug}-app-1", f"{slug}-db-1"]), members
+    (inspected,) = [out for line, out in outputs if line.startswith("docker network inspect")]
+    members = sorted(c["Name"] for c in json.loads(inspected)[0]["Containers"].values())
+    assert members == [f"{slug}-app-1", f"{slug}-db-1"], members
