@@ -604,8 +604,15 @@ def test_swarm_stack_runs_the_database_with_its_volume(db_service, swarm):
             ("volume", f"{stack}_db-data", "/var/lib/postgresql/data")
         ]
         assert "ports" not in compose_file["services"]["db"] and not spec.get("EndpointSpec", {}).get("Ports")
-        tasks = docker("service", "ps", f"{stack}_migrate", "--format", "{{.CurrentState}}").stdout
-        assert "Complete" in tasks, tasks
+
+        # The migrations' task ends complete (an attempt before the database was up may have failed
+        # and been retried); `service ps` lists the newest task first.
+        def migrate_tasks() -> list[str]:
+            return docker(
+                "service", "ps", f"{stack}_migrate", "--format", "{{.CurrentState}}"
+            ).stdout.splitlines()
+
+        wait_until(f"{stack}_migrate complete", migrate_tasks, lambda t: t[0].startswith("Complete"), 60)
     finally:
         remove_stack(stack)
         stack_file.unlink(missing_ok=True)
