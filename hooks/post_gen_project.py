@@ -1,4 +1,5 @@
-"""Finish the generated project: prune the files of options that are off, check Docker, say what next.
+"""Finish the generated project: put the locks of the `database` answer in place, prune the files of
+options that are off, check Docker, say what next.
 
 Standard library only, and idempotent: cruft re-runs it on every template update, so it touches
 nothing outside the generated directory and removing an already-removed file is not an error.
@@ -41,7 +42,29 @@ def unused_paths(context: dict) -> list[str]:
         paths += [".gitlab-ci.yml", "renovate.json"]
     if context["installer"] != "uv":
         paths += ["requirements-build.in", "requirements-build.txt"]
+    if context["database"] != "postgresql":
+        paths += ["app/db.py", "app/items.py", "app/alembic", "app/alembic.ini"]
+    # The locks of the other database answer (select_locks puts the chosen ones in place first).
+    paths += list(DATABASE_LOCKS)
     return paths
+
+
+# requirements.in lists the database packages only for `postgresql`, so each answer has its own
+# lock pair: the template ships both, and the project keeps the one its requirements.in makes
+# (`make lock` reproduces it). {template's lock of postgresql: the project's name for it}
+DATABASE_LOCKS = {
+    "requirements-postgresql.txt": "requirements.txt",
+    "requirements-dev-postgresql.txt": "requirements-dev.txt",
+}
+
+
+def select_locks(root: Path, context: dict) -> None:
+    """For `postgresql`, its locks replace the default ones (nothing to do when already done)."""
+    if context["database"] != "postgresql":
+        return
+    for source, target in DATABASE_LOCKS.items():
+        if (root / source).exists():
+            (root / source).replace(root / target)
 
 
 def remove_paths(root: Path, paths: list[str]) -> None:
@@ -162,6 +185,7 @@ def next_steps(context: dict) -> str:
 
 def main() -> int:
     context = json.loads(CONTEXT_JSON)
+    select_locks(Path.cwd(), context)
     remove_paths(Path.cwd(), unused_paths(context))
     port = int(context["port"])
     if port < 1024:

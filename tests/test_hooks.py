@@ -161,7 +161,7 @@ def test_a_name_without_a_slug_is_the_names_error(pre):
 
 
 def test_unused_paths_follow_the_options(post):
-    answers = dict(use_compose=False, use_kubernetes=False, ci="none", installer="pip")
+    answers = dict(use_compose=False, use_kubernetes=False, ci="none", installer="pip", database="none")
     assert set(post.unused_paths(answers)) == {
         "compose.yaml",
         "compose.override.yaml",
@@ -171,11 +171,18 @@ def test_unused_paths_follow_the_options(post):
         "renovate.json",
         "requirements-build.in",
         "requirements-build.txt",
+        *DATABASE_FILES,
+        *DATABASE_LOCKS,
     }
-    answers = dict(use_compose=True, use_kubernetes=True, ci="github", installer="uv")
-    assert post.unused_paths(answers) == [".gitlab-ci.yml", "renovate.json"]
-    answers = dict(use_compose=True, use_kubernetes=True, ci="gitlab", installer="uv")
-    assert post.unused_paths(answers) == [".github"]
+    # The template's postgresql locks are always gone afterwards (moved into place, or unused).
+    answers = dict(use_compose=True, use_kubernetes=True, ci="github", installer="uv", database="postgresql")
+    assert post.unused_paths(answers) == [".gitlab-ci.yml", "renovate.json", *DATABASE_LOCKS]
+    answers = dict(use_compose=True, use_kubernetes=True, ci="gitlab", installer="uv", database="postgresql")
+    assert post.unused_paths(answers) == [".github", *DATABASE_LOCKS]
+
+
+DATABASE_FILES = ["app/db.py", "app/items.py", "app/alembic", "app/alembic.ini"]
+DATABASE_LOCKS = ["requirements-postgresql.txt", "requirements-dev-postgresql.txt"]
 
 
 def test_remove_paths_is_idempotent(post, tmp_path):

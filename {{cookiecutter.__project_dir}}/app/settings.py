@@ -5,6 +5,9 @@ container the same names come from the environment (`docker run -e`, compose, Ku
 Uvicorn reads its own settings (UVICORN_*, WEB_CONCURRENCY) itself: they are not repeated here.
 """
 
+{% if cookiecutter.database == "postgresql" -%}
+from pathlib import Path
+{% endif -%}
 from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +21,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Health probes arrive every few seconds from Docker, compose and Kubernetes: not logged.
     log_health_checks: bool = False
+{%- if cookiecutter.database == "postgresql" %}
+    # The database (app/db.py), as SQLAlchemy's URL with psycopg 3 as the driver. The password
+    # stays out of committed files: DATABASE_PASSWORD_FILE names a file holding it (compose's and
+    # Swarm's secret), which wins over one in the URL (Kubernetes passes the URL from a Secret).
+    database_url: str = "postgresql+psycopg://app@localhost:5432/app"
+    database_password_file: Path | None = None
+{%- endif %}
 
 
 settings = Settings()

@@ -4,16 +4,25 @@ import io
 import json
 import logging
 import re
-{%- if cookiecutter.use_kubernetes %}
+{%- if cookiecutter.database == "postgresql" %}
+import socket
+{%- endif %}
+{%- if cookiecutter.use_kubernetes or cookiecutter.database == "postgresql" %}
 from pathlib import Path
 {%- endif %}
 
 import pytest
 from fastapi.testclient import TestClient
 
+{% if cookiecutter.database == "postgresql" -%}
+from app import __version__, db, logs
+from app.main import app
+from app.settings import Settings, settings
+{%- else -%}
 from app import __version__, logs
 from app.main import app
 from app.settings import Settings
+{%- endif %}
 
 client = TestClient(app)
 
@@ -93,4 +102,45 @@ def test_kubernetes_deploys_this_version() -> None:
     """k8s/kustomization.yaml names the image tag that CI pushes for this version."""
     k8s = Path(__file__).resolve().parent.parent / "k8s"
     assert re.search(r'newTag: "(.*)"', (k8s / "kustomization.yaml").read_text())[1] == __version__
+{%- endif %}
+{%- if cookiecutter.database == "postgresql" %}
+
+
+# The database's own path (POST/GET /items, migrations) is tested against a real PostgreSQL by
+# the template's deploy tests; these need no database.
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_without_a_database_the_app_is_live_but_not_ready(monkeypatch) -> None:
+    url = f"postgresql+psycopg://app@127.0.0.1:{closed_port()}/app"
+    monkeypatch.setattr(settings, "database_url", url)
+    with TestClient(app) as running:  # runs the lifespan: the pool is made, nothing connects
+        assert running.get("/health").json() == {"status": "ok"}
+        response = running.get("/ready")
+        assert response.status_code == 503 and response.json() == {"status": "unavailable"}
+
+
+def test_the_password_comes_from_its_file_and_is_never_shown(tmp_path: Path) -> None:
+    (tmp_path / "password").write_text("s3cret\n")
+    url = db.url(
+        Settings(
+            database_url="postgresql+psycopg://app:old@db:5432/app",
+            database_password_file=tmp_path / "password",
+        )
+    )
+    assert (url.username, url.password, url.host, url.database) == ("app", "s3cret", "db", "app")
+    assert "s3cret" not in str(url) and "s3cret" not in repr(url)
+
+
+def test_database_settings_come_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@h:5433/d")
+    monkeypatch.setenv("DATABASE_PASSWORD_FILE", "/run/secrets/db_password")
+    assert Settings().database_url == "postgresql+psycopg://u@h:5433/d"
+    assert Settings().database_password_file == Path("/run/secrets/db_password")
 {%- endif %}
