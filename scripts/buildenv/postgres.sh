@@ -11,7 +11,8 @@ postgres_rootfs() {  # postgres_rootfs DIR RELEASE : postgresql-$PG_MAJOR with n
   mkdir -p "$dir/etc/postgresql-common" "$dir/docker-entrypoint-initdb.d"
   echo 'create_main_cluster = false' >"$dir/etc/postgresql-common/createcluster.conf"
   printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"; chmod 755 "$dir/usr/sbin/policy-rc.d"  # no service start
-  apt_in "$dir" "postgresql-$PG_MAJOR"
+  in_root "$dir" sh -c 'groupadd -r -g 999 postgres && useradd -r -g postgres -u 999 -d /var/lib/postgresql -s /bin/bash postgres'
+  apt_in "$dir" "postgresql-$PG_MAJOR"  # its postinst keeps that user: uid 999, as the official image's
   rm -rf "$dir/usr/sbin/policy-rc.d" "$dir/var/lib/postgresql/$PG_MAJOR" "$dir"/var/lib/apt/lists/* \
     "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb
   truncate -s 0 "$dir/etc/resolv.conf"
