@@ -4,9 +4,12 @@
 
 readonly LABEL_RECIPE=org.fastapi-docker.standin-recipe RECIPE_VERSION=1  # bump to rebuild every stand-in
 readonly FILES=${BASH_SOURCE[0]%/*}/files  # what recipes copy in
-RECIPE_FUNCTIONS=(make_rootfs apt_in in_root) RECIPE_FILES=()  # what shapes an image besides its row (hashed)
+readonly SHARED_FUNCTIONS=(make_rootfs apt_in in_root)  # hashed with every recipe; the recipe files add, per recipe,
+declare -gA RECIPE_FUNCTIONS=() RECIPE_FILES=()  # the functions and files/ entries that shape its image (hashed)
 # shellcheck source=python.sh
 source "${BASH_SOURCE[0]%/*}/python.sh"
+# shellcheck source=postgres.sh
+source "${BASH_SOURCE[0]%/*}/postgres.sh"
 
 # A row per image: tags (the primary, then aliases: FROM lines of the template or the benchmark), the
 # Debian release and --include list debootstrapped (shared by rows with both equal), the recipe.
@@ -16,8 +19,9 @@ source "${BASH_SOURCE[0]%/*}/python.sh"
   declare -gA py313_slim=([tags]="python:3.13-slim-trixie python:3.13-slim" [release]=trixie [include]=$PY_SLIM [recipe]=python_slim)
   declare -gA py311_full=([tags]=python:3.11-bookworm [release]=bookworm [include]=$PY_BOOKWORM [recipe]=python_full)
   declare -gA py313_full=([tags]="python:3.13-trixie python:3.13" [release]=trixie [include]=$PY_SLIM [recipe]=python_full)
+  declare -gA pg17=([tags]=postgres:$PG_MAJOR [release]=trixie [include]=$PG_INCLUDE [recipe]=postgres_rootfs)
 }
-STANDINS=(py311_slim py313_slim py311_full py313_full)
+STANDINS=(py311_slim py313_slim py311_full py313_full pg17)
 
 in_root() {  # in_root DIR CMD... : CMD in the tree, with none of the host's environment (PIP_*, SSL_*)
   chroot "$1" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin "${@:2}"
@@ -43,10 +47,12 @@ apt_in() {  # apt_in DIR PKG... : apt-get in a chroot, on the debootstrap's list
 
 recipe_hash() {  # recipe_hash ROW
   local -n row=$1
+  local fns files
+  read -ra fns <<<"${RECIPE_FUNCTIONS[${row[recipe]}]:-}"; read -ra files <<<"${RECIPE_FILES[${row[recipe]}]:-}"
   { printf 'recipe-version=%s\nmirror=%s\nrelease=%s\ninclude=%s\narch=%s\n' "$RECIPE_VERSION" "$DEBIAN_MIRROR" \
       "${row[release]}" "${row[include]}" "${row[arch]:-}"
-    declare -f "${RECIPE_FUNCTIONS[@]}" "${row[recipe]}"
-    (cd "$FILES" && find "${RECIPE_FILES[@]}" -type f -exec sha256sum {} + | sort); } | sha256sum | cut -c1-16
+    declare -f "${SHARED_FUNCTIONS[@]}" "${fns[@]}" "${row[recipe]}"
+    (cd "$FILES" && find "${files[@]}" -type f -exec sha256sum {} + | sort); } | sha256sum | cut -c1-16
 }
 
 inspect() { docker image inspect -f "$1" "$2" 2>/dev/null || true; }  # inspect FORMAT IMAGE

@@ -5,7 +5,8 @@
 readonly PY_SLIM=python3,python3-venv,ca-certificates,netbase,tzdata  # no python3-pip: pip comes from a wheel
 # shellcheck disable=SC2034  # for the rows of images.sh; bookworm packages parts of 3.11's stdlib apart
 readonly PY_BOOKWORM=$PY_SLIM,python3-distutils,python3-lib2to3
-RECIPE_FUNCTIONS+=(python_rootfs) RECIPE_FILES+=(python python-slim python.changes)
+RECIPE_FUNCTIONS+=(["python_slim"]=python_rootfs ["python_full"]=python_rootfs)
+RECIPE_FILES+=(["python_slim"]="python python-slim python.changes" ["python_full"]="python python-slim python.changes")
 
 python_slim() { python_rootfs "$1" "$2" slim; }
 python_full() {  # + what buildpack-deps adds: compilers, headers, dev tools
