@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.compose import compose, compose_env, remove_images
 from tests.support.docker import docker, docker_problem, unique
-from tests.support.project import COMPLETE, SERVICE, TEMPLATE, answers_of, bake
+from tests.support.project import COMPLETE, SERVICE, TEMPLATE, answers_of, bake, run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,16 +75,31 @@ def cleanup() -> Iterator[list[list[str]]]:
         docker(*command, check=False)
 
 
-@pytest.fixture(scope="session")
-def venv() -> Path:
-    """A venv with the generated requirements-dev.txt, installed the way `make install` does."""
-    lock = (SERVICE / "requirements-dev.txt").read_bytes()
-    cache = TEMPLATE / "build" / f"service-venv-{hashlib.sha256(lock).hexdigest()[:12]}"
+def service_venv(lock: str) -> Path:
+    """A venv with the generated project's dev lock `lock`, installed the way `make install` does.
+
+    Kept in build/ under the lock's hash: made once, re-made when the lock changes.
+    """
+    digest = hashlib.sha256((SERVICE / lock).read_bytes()).hexdigest()[:12]
+    cache = TEMPLATE / "build" / f"service-venv-{digest}"
     if not (cache / "bin" / "pytest").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
         pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--require-hashes", "-r", str(SERVICE / "requirements-dev.txt")], check=True)
+        subprocess.run([*pip, "--require-hashes", "-r", str(SERVICE / lock)], check=True)
     return cache
+
+
+@pytest.fixture(scope="session")
+def venv() -> Path:
+    """A venv with the generated requirements-dev.txt (database `none`)."""
+    return service_venv("requirements-dev.txt")
+
+
+@pytest.fixture(scope="session")
+def postgresql_venv() -> Path:
+    """A venv with the dev lock of a `postgresql` project (the post-gen hook makes it its
+    requirements-dev.txt)."""
+    return service_venv("requirements-dev-postgresql.txt")
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +157,39 @@ def compose_service(tmp_path_factory, docker_ready) -> Iterator[Path]:
         yield root
     finally:
         remove_images(root.name)
+
+
+@pytest.fixture(scope="session")
+def database_service(tmp_path_factory, docker_ready) -> Iterator[Path]:
+    """One `postgresql` project (compose on), its password file and its image `SLUG:db`, built
+    once for the database's compose and Swarm tests (its images are removed at the end of the run)."""
+    root = bake(tmp_path_factory.mktemp("db-service"), database="postgresql", project_slug=unique("dbtest"))
+    result = run(["make", "--no-print-directory", "db-password.txt"], cwd=root)
+    assert result.returncode == 0, result.stderr
+    started = time.monotonic()
+    try:
+        compose(root, "build", "app", env=compose_env(TAG="db"), timeout=1200)
+        print(f"\nimage {root.name}:db built in {time.monotonic() - started:.1f} s")
+        yield root
+    finally:
+        remove_images(root.name)
+
+
+@pytest.fixture
+def swarm() -> Iterator[None]:
+    """A single-node swarm: initialised here if the engine is not in one, and left afterwards."""
+    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+    if state == "active":
+        if docker("info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() != "true":
+            pytest.skip("this engine is a swarm worker: a stack needs a manager")
+        yield
+        return
+    assert state == "inactive", f"swarm state {state!r}"
+    had_gwbridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
+    docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        yield
+    finally:
+        docker("swarm", "leave", "--force", check=False)
+        if not had_gwbridge:
+            docker("network", "rm", "docker_gwbridge", check=False)

@@ -1,10 +1,12 @@
-"""Tier 4 (marker `docker`): the default project built and run the ways its README and Makefile say.
+"""Tier 4 (marker `docker`): projects built and run the ways their README and Makefile say.
 
-The README's Docker walk-through runs as written, with its own names and port; the project's own
-container smoke test (`make smoke`) passes; a project grown the way a team grows it (a module and a
-data file under app/, a git clone with a credentialed remote) builds with `make build` and no edit
-of the build files, serves the addition, carries the OCI labels of its version, revision, source
-and build time, and logs JSON lines with request ids and no health probes.
+The README's Docker walk-through runs as written, with its own names and port, and so does the
+database walk-through of a `postgresql` project (the item read back, again after `down` and `up`;
+the volume listed until `down --volumes`; the app and the database on the project network); the
+default project's own container smoke test (`make smoke`) passes; a project grown the way a team
+grows it (a module and a data file under app/, a git clone with a credentialed remote) builds with
+`make build` and no edit of the build files, serves the addition, carries the OCI labels of its
+version, revision, source and build time, and logs JSON lines with request ids and no health probes.
 """
 
 import datetime
@@ -20,33 +22,38 @@ from pathlib import Path
 import pytest
 
 from tests.support.applog import access_log, json_lines
+from tests.support.compose import compose_env, remove_images
 from tests.support.docker import INDEX_URL_ENV, NETWORK_ENV, build_flags, docker, health, unique
 from tests.support.net import free_port
 from tests.support.polling import get, urlopen, wait_until
-from tests.support.project import bake
+from tests.support.project import bake, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
 
-def readme_walkthrough(project: Path) -> list[str]:
-    readme = (project / "README.md").read_text()
-    section = readme.split("## Run it in Docker, step by step", 1)[1]
+def readme_walkthrough(project: Path, heading: str) -> list[str]:
+    """The commands of the first shell block under the README's heading, one a line."""
+    section = (project / "README.md").read_text().split(f"\n{heading}\n", 1)[1]
     block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
     return [line for line in block.splitlines() if line.strip()]
+
+
+# The one adaptation of the walk-throughs' curl lines: they retry while the service starts.
+CURL_RETRY = ["--silent", "--show-error", "--retry", "30", "--retry-all-errors", "--retry-delay", "1"]
 
 
 def test_readme_walkthrough_works_as_written(tmp_path, cleanup):
     """Run the generated README's Docker commands in order, with its own names and port.
 
-    Two adaptations, both outside the commands' meaning: `docker build` gets the environment's
-    mirror flags (nothing when building against PyPI), and `docker exec -it` gets a terminal
-    from `script` and a line of input, as a person typing would.
+    Adaptations outside the commands' meaning: `docker build` gets the environment's mirror flags
+    (nothing when building against PyPI), `docker exec -it` gets a terminal from `script` and a
+    line of input, as a person typing would, and curl retries while the service starts.
     """
     slug, port = unique("walkthrough"), str(free_port())
     project = bake(tmp_path, project_slug=slug, port=port)
     cleanup.extend([["rmi", "--force", slug], ["rm", "--force", slug]])
     outputs = {}
-    for line in readme_walkthrough(project):
+    for line in readme_walkthrough(project, "## Run it in Docker, step by step"):
         argv = shlex.split(line)
         if argv[:2] == ["docker", "build"]:
             argv[2:2] = build_flags()
@@ -60,15 +67,7 @@ def test_readme_walkthrough_works_as_written(tmp_path, cleanup):
                 cwd=project,
             )
         elif argv[0] == "curl":
-            argv[1:1] = [
-                "--silent",
-                "--show-error",
-                "--retry",
-                "30",
-                "--retry-all-errors",
-                "--retry-delay",
-                "1",
-            ]
+            argv[1:1] = CURL_RETRY
             result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=project)
         else:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=1200, cwd=project)
@@ -83,6 +82,45 @@ def test_readme_walkthrough_works_as_written(tmp_path, cleanup):
     assert json.loads(outputs[f"curl http://localhost:{port}/health"]) == {"status": "ok"}
     assert "10001" in by_command["exec"]
     assert docker("image", "inspect", slug, check=False).returncode != 0  # `docker rmi` removed it
+
+
+def test_readme_database_walkthrough_works_as_written(tmp_path):
+    """Run the README's database commands in order, with the project's own names and port; they say
+    what the README says: the item written and read back, again after `down` and `up`; ready; the
+    volume listed until `down --volumes`; the project network holding the app and the database.
+
+    The environment has the package mirror the README tells a user behind one to set.
+    """
+    slug, port = unique("dbwalk"), str(free_port())
+    project = bake(tmp_path, project_slug=slug, port=port, database="postgresql")
+    env = compose_env()
+    outputs: list[tuple[str, str]] = []
+    try:
+        for line in readme_walkthrough(project, "## The database"):
+            argv = shlex.split(line)
+            if argv[0] == "curl":
+                argv[1:1] = CURL_RETRY
+            result = run(argv, cwd=project, env=env, timeout=1200)
+            assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr[-3000:]}"
+            outputs.append((line, result.stdout))
+    finally:
+        run(["docker", "compose", "down", "--volumes", "--remove-orphans"], cwd=project, env=env)
+        remove_images(slug)
+    said = [out for _, out in outputs]
+    lines = [line for line, _ in outputs]
+    item = {"name": "first", "id": 1}
+    assert json.loads(said[lines.index(next(x for x in lines if "-X POST" in x))]) == item
+    reads = [
+        json.loads(out) for line, out in outputs if line.startswith("curl") and line.endswith("/items/1")
+    ]
+    assert reads == [item, item], "the item is read back, and again after down and up"
+    assert json.loads(said[lines.index(next(x for x in lines if x.endswith("/ready")))]) == {"status": "ok"}
+    volume = f"{slug}_db-data"
+    listings = [out for line, out in outputs if line.startswith("docker volume ls")]
+    assert [volume in out for out in listings] == [True, True, False], listings
+    (inspected,) = [out for line, out in outputs if line.startswith("docker network inspect")]
+    members = sorted(c["Name"] for c in json.loads(inspected)[0]["Containers"].values())
+    assert members == [f"{slug}-app-1", f"{slug}-db-1"], members
 
 
 def test_generated_smoke_test_passes(tmp_path, venv):

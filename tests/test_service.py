@@ -2,11 +2,11 @@
 
 Its locked requirements install with --require-hashes, its own lint and tests pass through its
 Makefile, the lock resolves to wheels for every offered Python on amd64 and arm64, `make lock`
-reproduces the lock, and uvicorn serves the app for real on a loopback port.
+reproduces the lock, and uvicorn serves the app for real on a loopback port. A `postgresql`
+project's lint and tests pass without a database, and `make lock` reproduces its locks too.
 """
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,9 +18,10 @@ import pytest
 from packaging.markers import Marker
 
 from tests.support.applog import access_log, json_lines
+from tests.support.generated import pins
 from tests.support.net import free_port
 from tests.support.polling import get, urlopen
-from tests.support.project import COOKIECUTTER_JSON, SERVICE, bake
+from tests.support.project import COOKIECUTTER_JSON, DATABASE_ANSWER_SETS, SERVICE, bake, make
 
 ANSWER_SETS = [
     {},
@@ -32,17 +33,6 @@ ANSWER_SETS = [
 @pytest.fixture(scope="module", params=ANSWER_SETS, ids=["defaults", "port8080-py311-uv", "cafe"])
 def project(request, tmp_path_factory) -> Path:
     return bake(tmp_path_factory.mktemp("service"), **request.param)
-
-
-def make(project: Path, venv: Path, *targets: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", *targets, f"VENV={venv}"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **env},
-    )
 
 
 def test_own_lint_and_tests_pass(project, venv):
@@ -112,7 +102,8 @@ def test_smoke_test_removes_the_container_when_docker_run_fails(project, venv, t
     assert f"rm --force {name}" in lines, lines
 
 
-def test_make_lock_reproduces_the_committed_lock(project, venv):
+def assert_make_lock_keeps_the_pins(project: Path, venv: Path) -> None:
+    """`make lock` in project succeeds and changes no pinned version or hash of its locks."""
     before = {n: (project / n).read_text() for n in ("requirements.txt", "requirements-dev.txt")}
     env = {"SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE") or os.environ.get("PIP_CERT", "")}
     result = make(project, venv, "lock", **{k: v for k, v in env.items() if v})
@@ -124,14 +115,24 @@ def test_make_lock_reproduces_the_committed_lock(project, venv):
         assert after == pins(text), f"`make lock` changed the pins of {name}: the lock is stale"
 
 
-def pins(lock: str) -> dict[str, tuple[str, frozenset[str]]]:
-    """{package: (version, hashes)} of a hash-pinned requirements file."""
-    result = {}
-    for entry in re.split(r"\n(?=[a-z])", lock):
-        if "==" in entry:
-            name, _, rest = entry.partition("==")
-            result[name] = (re.split(r"[ ;]", rest)[0], frozenset(re.findall(r"sha256:(\w+)", entry)))
-    return result
+def test_make_lock_reproduces_the_committed_lock(project, venv):
+    assert_make_lock_keeps_the_pins(project, venv)
+
+
+# ---- the database option: its own locks (the post-gen hook moves them into place) -------------
+
+
+def test_postgresql_project_lints_and_tests_without_a_database(tmp_path, postgresql_venv):
+    project = bake(tmp_path, **DATABASE_ANSWER_SETS["postgresql"])
+    result = make(project, postgresql_venv, "lint", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10 passed, 2 deselected" in result.stdout
+
+
+def test_make_lock_reproduces_the_committed_postgresql_locks(tmp_path, postgresql_venv):
+    # At the shipped locks' floor (3.11, the oldest offered Python): no pin there is for older ones only.
+    project = bake(tmp_path, database="postgresql", python_version="3.11")
+    assert_make_lock_keeps_the_pins(project, postgresql_venv)
 
 
 @pytest.mark.parametrize("python", COOKIECUTTER_JSON["python_version"])
@@ -167,11 +168,11 @@ def test_lock_has_wheels_for_every_offered_python(tmp_path, python, arch, lock):
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    pins = [line for line in (SERVICE / lock).read_text().splitlines() if "==" in line]
+    pinned = [line for line in (SERVICE / lock).read_text().splitlines() if "==" in line]
     # A pin for other platforms only (psycopg's tzdata is for Windows) is not one of Linux's.
     linux = {"sys_platform": "linux", "platform_machine": arch, "python_version": python}
-    pins = [p for p in pins if ";" not in p or Marker(p.split(";")[1].rstrip(" \\")).evaluate(linux)]
-    assert len(list(tmp_path.iterdir())) == len(pins)
+    pinned = [p for p in pinned if ";" not in p or Marker(p.split(";")[1].rstrip(" \\")).evaluate(linux)]
+    assert len(list(tmp_path.iterdir())) == len(pinned)
 
 
 def uvicorn(project: Path, venv: Path, port: int, **env: str) -> subprocess.Popen:

@@ -2,13 +2,15 @@
 
 The BuildKit log reader is checked on real plain-progress logs (tests/data/buildkit/), with and
 without stage names, cached and not; the Dockerfile reader finds the base image through stages;
-answer-set names are unique; the pairwise generator covers every pair; wait_until fails saying
-what it last saw.
+answer-set names are unique; the pairwise generator covers every pair; request_json sends JSON and
+takes error statuses as answers; wait_until fails saying what it last saw.
 """
 
+import http.server
 import itertools
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,10 @@ from tests.support.applog import access_log, json_lines
 from tests.support.buildkit import dependency_layers, steps
 from tests.support.dockerfile import base_image
 from tests.support.net import free_port, free_ports, port_is_free
-from tests.support.polling import wait_until
+from tests.support.polling import request_json, wait_until
 from tests.support.project import (
     COMPLETE,
+    DATABASE_ANSWER_SETS,
     RENDER_ANSWER_SETS,
     case_id,
     choices,
@@ -117,6 +120,7 @@ def test_answer_set_names_are_unique_and_name_the_non_defaults():
     names = [case_id(answer_set) for answer_set in RENDER_ANSWER_SETS]
     assert len(names) == len(set(names)), names
     assert not set(names) & set(COMPLETE)
+    assert not set(names) & set(DATABASE_ANSWER_SETS) and not set(COMPLETE) & set(DATABASE_ANSWER_SETS)
 
 
 def test_pairwise_covers_every_pair_of_values():
@@ -163,3 +167,42 @@ def test_wait_until_returns_what_it_saw_or_fails_saying_it():
     assert wait_until("three", lambda: next(seen), lambda n: n == 3, 5, interval=0) == 3
     with pytest.raises(AssertionError, match=r"never: not within 0.2 s; last seen: \d+"):
         wait_until("never", lambda: next(seen), lambda n: False, 0.2, interval=0.01)
+
+
+class Replies(http.server.BaseHTTPRequestHandler):
+    """POST echoes its JSON body and content type (201); GET /missing is a JSON 404, GET /text a 500."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.reply(201, json.dumps({"got": body, "type": self.headers["Content-Type"]}))
+
+    def do_GET(self) -> None:
+        if self.path == "/missing":
+            self.reply(404, json.dumps({"detail": "Not Found"}))
+        else:
+            self.reply(500, "oops")
+
+    def reply(self, status: int, text: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text.encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_request_json_sends_json_and_takes_error_statuses_as_answers():
+    server = http.server.HTTPServer(("127.0.0.1", 0), Replies)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        sent = request_json("POST", f"{base}/items", {"name": "x"})
+        assert sent == (201, {"got": {"name": "x"}, "type": "application/json"})
+        assert request_json("GET", f"{base}/missing") == (404, {"detail": "Not Found"})
+        assert request_json("GET", f"{base}/text") == (500, "oops")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(OSError):
+        request_json("GET", base, timeout=1)

@@ -2,38 +2,25 @@
 
 The stack converges to the declared replicas, every task healthy and answering, with the update,
 rollback and hardening settings of compose.yaml; a start-first rolling update to a rebuilt image
-completes with requests answered throughout. The image is the compose module's (compose_service).
+completes with requests answered throughout. With the database option, the same file runs the
+database (one replica, placed, on its volume, reached by DNS, published nowhere) and the migration
+to completion, and every app replica reads what one wrote. The images are the compose module's
+(compose_service) and the database modules' (database_service).
 """
 
 import contextlib
 import json
-import re
 import time
 
 import pytest
-import yaml
 
 from tests.support.compose import compose, compose_env, edit_greeting
 from tests.support.docker import docker, unique
-from tests.support.generated import load_yaml
-from tests.support.polling import get_json, wait_until
+from tests.support.polling import get_json, request_json, wait_until
 from tests.support.project import run
+from tests.support.swarm import healthy_task_ports, host_mode_stack_file, remove_stack, replicas
 
 pytestmark = pytest.mark.docker
-
-
-def service_ports(name: str) -> list[int]:
-    """Host ports of the service's healthy task containers (host-mode publishing)."""
-    listing = docker(
-        "ps",
-        "--filter",
-        f"label=com.docker.swarm.service.name={name}",
-        "--filter",
-        "health=healthy",
-        "--format",
-        "{{.Ports}}",
-    ).stdout
-    return sorted({int(p) for p in re.findall(r"0\.0\.0\.0:(\d+)->", listing)})
 
 
 def replies_on(ports: list[int]) -> list[object]:
@@ -48,58 +35,19 @@ def replies_on(ports: list[int]) -> list[object]:
 def stack_state(name: str) -> tuple[str, list[object]]:
     """(`docker service ls` replicas, the replies of the service's healthy tasks)."""
     replicas = docker("service", "ls", "--filter", f"name={name}", "--format", "{{.Replicas}}").stdout
-    return replicas.strip(), replies_on(service_ports(name))
-
-
-@pytest.fixture
-def swarm() -> None:
-    """A single-node swarm: initialised here if the engine is not in one, and left afterwards."""
-    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
-    if state == "active":
-        if docker("info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() != "true":
-            pytest.skip("this engine is a swarm worker: a stack needs a manager")
-        yield
-        return
-    assert state == "inactive", f"swarm state {state!r}"
-    had_gwbridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
-    docker("swarm", "init", "--advertise-addr", "127.0.0.1")
-    try:
-        yield
-    finally:
-        docker("swarm", "leave", "--force", check=False)
-        if not had_gwbridge:
-            docker("network", "rm", "docker_gwbridge", check=False)
-
-
-def remove_stack(stack: str) -> None:
-    docker("stack", "rm", stack, check=False)
-    deadline = time.monotonic() + 90
-    label = f"label=com.docker.stack.namespace={stack}"
-    while time.monotonic() < deadline:
-        left = docker("ps", "--all", "--quiet", "--filter", label).stdout.split()
-        left += docker("network", "ls", "--quiet", "--filter", label).stdout.split()
-        if not left:
-            return
-        time.sleep(1)
-    docker("rm", "--force", *docker("ps", "--all", "--quiet", "--filter", label).stdout.split(), check=False)
+    return replicas.strip(), replies_on(healthy_task_ports(name))
 
 
 @pytest.mark.docker
 def test_swarm_stack_converges_and_rolls_out_a_new_image(compose_service, swarm, tmp_path):
     """compose.yaml as a stack: declared replicas, then a start-first rolling update, answering.
 
-    Each task is published in host mode on a free host port of its own, so that every task can be
-    probed by itself (the routing mesh would answer from any one of them). A second `-c` file cannot
-    replace compose.yaml's port (the docker CLI merges ports by published port and would keep the
-    ingress one), so the test deploys a copy of compose.yaml whose only change is the ports list.
+    Each task is published in host mode (support.swarm.host_mode_stack_file), to be probed by itself.
     """
     service = compose_service
-    compose_file = load_yaml(service / "compose.yaml")
-    declared = compose_file["services"]["app"]["deploy"]
-    target = int(compose_file["services"]["app"]["ports"][0].rsplit(":", 1)[1])
-    compose_file["services"]["app"]["ports"] = [{"target": target, "mode": "host"}]
     stack_file = tmp_path / "stack.yaml"
-    stack_file.write_text(yaml.safe_dump(compose_file, sort_keys=False))
+    compose_file = host_mode_stack_file(service / "compose.yaml", stack_file)
+    declared = compose_file["services"]["app"]["deploy"]
     stack = unique("deploytest")
     name = f"{stack}_app"
     env = compose_env(TAG="v1")
@@ -141,7 +89,7 @@ def test_swarm_stack_converges_and_rolls_out_a_new_image(compose_service, swarm,
             state = (json.loads(status) or {}).get("State", "")
             assert state in {"", "updating", "completed"}, f"update {state}: {status}"
             rounds.append(state)
-            replies = replies_on(service_ports(name))
+            replies = replies_on(healthy_task_ports(name))
             silent += not replies
             if not rolled_out and replies == [{"Hello": "v2"}] * declared["replicas"]:
                 rolled_out.append(time.monotonic() - started)
@@ -161,3 +109,59 @@ def test_swarm_stack_converges_and_rolls_out_a_new_image(compose_service, swarm,
         wait_until(f"stack {stack} on v2 only", lambda: stack_state(name), rolled.__eq__, 60, interval=0.5)
     finally:
         remove_stack(stack)
+
+
+@pytest.mark.docker
+def test_swarm_stack_migrates_and_serves_every_replica_from_one_placed_unpublished_database_volume(
+    database_service, swarm
+):
+    """compose.yaml of the database option as a stack: db (1 replica, placed, its volume, DNS
+    round-robin, no port), migrate run to completion, and the app's replicas answering /items.
+
+    The host-mode copy of compose.yaml sits beside the original, so `./db-password.txt` resolves as
+    it does for a user.
+    """
+    stack_file = database_service / "stack-test.yaml"
+    compose_file = host_mode_stack_file(database_service / "compose.yaml", stack_file)
+    stack = unique("dbtest")
+    try:
+        deploy = run(
+            ["docker", "stack", "deploy", "--compose-file", str(stack_file), stack], env=compose_env(TAG="db")
+        )
+        assert deploy.returncode == 0, deploy.stderr
+        app, db = f"{stack}_app", f"{stack}_db"
+
+        # The app's tasks answer /items once the migrate task has made the table and the db is up.
+        def first_write() -> tuple[int, object]:
+            ports = healthy_task_ports(app)
+            if len(ports) < 2:
+                return (0, f"healthy app tasks on ports {ports}; services {replicas(stack)}")
+            return request_json("POST", f"http://127.0.0.1:{ports[0]}/items", {"name": "swarm"})
+
+        status, item = wait_until(
+            f"stack {stack} writing an item", first_write, lambda s: s[0] == 201, 180, interval=1
+        )
+        for port in healthy_task_ports(app):  # every replica reads what one wrote: one database
+            assert request_json("GET", f"http://127.0.0.1:{port}/items/{item['id']}") == (200, item)
+        assert replicas(stack)[db] == "1/1" and replicas(stack)[app] == "2/2"
+        spec = json.loads(docker("service", "inspect", db).stdout)[0]["Spec"]
+        assert spec["Mode"]["Replicated"]["Replicas"] == 1
+        assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.role == manager"]
+        mounts = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
+        assert [(m["Type"], m["Source"], m["Target"]) for m in mounts] == [
+            ("volume", f"{stack}_db-data", "/var/lib/postgresql/data")
+        ]
+        assert "ports" not in compose_file["services"]["db"] and not spec.get("EndpointSpec", {}).get("Ports")
+        assert spec["EndpointSpec"]["Mode"] == "dnsrr", "compose.yaml's endpoint_mode reaches the service"
+
+        # The migrations' task ends complete (an attempt before the database was up may have failed
+        # and been retried); `service ps` lists the newest task first.
+        def migrate_tasks() -> list[str]:
+            return docker(
+                "service", "ps", f"{stack}_migrate", "--format", "{{.CurrentState}}"
+            ).stdout.splitlines()
+
+        wait_until(f"{stack}_migrate complete", migrate_tasks, lambda t: t[0].startswith("Complete"), 60)
+    finally:
+        remove_stack(stack)
+        stack_file.unlink(missing_ok=True)

@@ -1,12 +1,14 @@
 """What the template's test modules and scripts/benchmark.py share, one copy of each.
 
-    project     the template's paths and answers: bake(), cookiecutter_cli(), choices(), pairwise(),
-                case_id(), LEFTOVER_JINJA, tool()
+    project     the template's paths and answers: bake(), cookiecutter_cli(), make(), choices(),
+                pairwise(), case_id(), LEFTOVER_JINJA, tool(), the answer sets
     docker      the docker CLI: docker(), unique(), build_flags(), buildx_build(), docker_problem(),
                 image sizes (size_above_base)
     compose     docker compose as the generated README runs it: compose_env(), compose(), ...
+    swarm       compose.yaml as a Swarm stack: host_mode_stack_file(), healthy_task_ports(), ...
+    generated   reading a generated project's files: load_yaml(), k8s_objects(), pins(), ...
     net         free loopback ports
-    polling     HTTP GETs to the service and wait_until()
+    polling     HTTP requests to the service (get(), request_json()) and wait_until()
     buildkit    BuildKit plain-progress logs: were the dependency layers cached?
     applog      the generated service's JSON log lines
     dockerfile  a small Dockerfile reader

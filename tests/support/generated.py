@@ -36,6 +36,16 @@ def github_workflow(root: Path) -> dict:
     return data
 
 
+def pins(lock: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """{package: (version, hashes)} of a hash-pinned requirements file's text."""
+    found = {}
+    for entry in re.split(r"\n(?=[a-z])", lock):
+        if "==" in entry:
+            name, _, rest = entry.partition("==")
+            found[name] = (re.split(r"[ ;]", rest)[0], frozenset(re.findall(r"sha256:(\w+)", entry)))
+    return found
+
+
 def newest_kubernetes() -> str:
     """The newest Kubernetes version kubernetes-validate knows the schemas of."""
     from kubernetes_validate.utils import latest_version

@@ -6,6 +6,7 @@ environment may name, whatever http_proxy says.
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,6 +35,26 @@ def get(url: str, deadline: float, timeout: float = 2) -> tuple[int, object]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def request_json(method: str, url: str, body: object = None, timeout: float = 3) -> tuple[int, object]:
+    """(status, body) of one request, body sent as JSON if given; an error status is an answer too.
+
+    The reply's body is parsed as JSON, or kept as text when it is not JSON (raises OSError when
+    nothing answers).
+    """
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    call = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urlopen(call, timeout=timeout) as response:
+            status, text = response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode(errors="replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
 
 
 def get_ok(url: str, timeout: float = 1) -> bool:

@@ -109,6 +109,11 @@ def run(
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def make(project: Path, venv: Path, *targets: str, **env: str) -> subprocess.CompletedProcess:
+    """The generated Makefile's targets with the dev tools of venv (its VENV), env added to ours."""
+    return run(["make", *targets, f"VENV={venv}"], cwd=project, timeout=600, env={**os.environ, **env})
+
+
 def cookiecutter_cli(tmp_path: Path, *answers: str, **env: str) -> subprocess.CompletedProcess:
     """The real `cookiecutter --no-input` command line, as a user runs it, writing to tmp_path/out.
 
@@ -142,6 +147,8 @@ COMPLETE: dict[str, dict] = {
         "installer": "uv",
     },
 }
+# The database option on a complete answer set: the database modules and the linters check it.
+DATABASE_ANSWER_SETS: dict[str, dict] = {"postgresql": {**COMPLETE["github"], "database": "postgresql"}}
 # The render tier's answer sets: every pair of values of any two choice questions occurs in one of
 # PAIRWISE (the full product is several hundred projects), and FREE_TEXT tries hostile but valid
 # free-text answers.

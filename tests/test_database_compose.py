@@ -1,0 +1,161 @@
+"""The `database` option under Docker Compose (marker `docker`): the data path for real.
+
+`docker compose up --wait` brings up the app, the migrations and the database; the example resource
+writes and reads back on the migrated schema (and Alembic finds the models match it); the app
+reaches the database by its service name on the project network, and the host does not reach it;
+the password is in no container's configuration; the database server runs unprivileged. The data
+survives `down` and `up` (the named volume outlives the containers) and goes with `down --volumes`.
+With the database down the app starts, is live and not ready, and becomes ready when the database
+is back. The image is built once (database_service); the tests rely on the official postgres
+image's documented contract only.
+"""
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.compose import compose, compose_env, remove_images
+from tests.support.docker import docker, unique
+from tests.support.net import free_port
+from tests.support.polling import request_json, wait_until
+from tests.support.project import run
+
+pytestmark = pytest.mark.docker
+
+
+class Stack:
+    """One Compose project of the database service, with its own name and host port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.project, self.port = root, unique("dbtest"), free_port()
+        self.env = compose_env(HOST_PORT=str(self.port), TAG="db")
+
+    def compose(self, *args: str) -> subprocess.CompletedProcess:
+        """`docker compose ARGS` of this project; AssertionError with its output if it fails."""
+        return compose(self.root, "--project-name", self.project, *args, env=self.env)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def container(self, service: str) -> dict:
+        (cid,) = self.compose("ps", "--all", "--quiet", service).stdout.split()
+        return json.loads(docker("inspect", cid).stdout)[0]
+
+    def volume_exists(self) -> bool:
+        return docker("volume", "inspect", f"{self.project}_db-data", check=False).returncode == 0
+
+    def remove(self) -> None:
+        """Its containers, network, volume and images."""
+        down = ["down", "--volumes", "--remove-orphans"]
+        run(["docker", "compose", "--project-name", self.project, *down], cwd=self.root, env=self.env)
+        remove_images(self.project)
+
+
+@pytest.fixture
+def stack(database_service) -> Iterator[Stack]:
+    """A Compose project, not started; everything it made goes afterwards."""
+    stack = Stack(database_service)
+    try:
+        yield stack
+    finally:
+        stack.remove()
+
+
+@pytest.fixture(scope="module")
+def running(database_service) -> Iterator[Stack]:
+    """A Compose project up and healthy (`up --wait`), shared by the tests that only look at it."""
+    stack = Stack(database_service)
+    try:
+        started = time.monotonic()
+        stack.compose("up", "--wait")
+        print(f"\ncompose up --wait with the database: {time.monotonic() - started:.1f} s")
+        yield stack
+    finally:
+        stack.remove()
+
+
+def test_the_app_writes_and_reads_items_on_a_schema_that_matches_the_models(running):
+    assert request_json("GET", running.url("/ready")) == (200, {"status": "ok"})
+    status, item = request_json("POST", running.url("/items"), {"name": "first"})
+    assert status == 201 and item["name"] == "first", item
+    assert request_json("GET", running.url(f"/items/{item['id']}")) == (200, item)
+    # The migrations match the models: Alembic finds nothing to add.
+    check = running.compose("run", "--rm", "migrate", "alembic", "-c", "app/alembic.ini", "check")
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_the_app_reaches_the_database_by_name_on_the_project_network_and_the_host_does_not(running):
+    # One network of the project's own holds both; the database publishes nothing on the host.
+    network = json.loads(docker("network", "inspect", f"{running.project}_backend").stdout)[0]
+    on_network = {c["Name"] for c in network["Containers"].values()}
+    app, db = running.container("app"), running.container("db")
+    assert {app["Name"].lstrip("/"), db["Name"].lstrip("/")} <= on_network
+    assert not db["HostConfig"]["PortBindings"]
+    ports = db["NetworkSettings"]["Ports"]
+    assert all(not bindings for bindings in ports.values()), ports
+    # `docker compose port` answers ":0" (or fails) for a port published nowhere.
+    published = run(
+        ["docker", "compose", "--project-name", running.project, "port", "db", "5432"],
+        cwd=running.root,
+        env=running.env,
+    )
+    assert published.returncode != 0 or published.stdout.strip() in {"", ":0"}, published.stdout
+    # The app's DATABASE_URL names the host `db`: the service's name on that network.
+    names = db["NetworkSettings"]["Networks"][f"{running.project}_backend"]
+    assert "db" in (names.get("DNSNames") or []) + (names.get("Aliases") or []), names
+
+
+def test_the_password_is_in_no_container_configuration(running):
+    """Only in the secret's file."""
+    password = (running.root / "db-password.txt").read_text().strip()
+    for service in ("app", "db"):
+        container = running.container(service)
+        assert password not in json.dumps(container["Config"]), container["Name"]
+
+
+def test_the_database_server_runs_unprivileged(running):
+    """Every process of the db container as the image's `postgres` user, not root."""
+    db = running.container("db")
+    postgres_uid = docker("exec", db["Id"], "id", "-u", "postgres").stdout.strip()
+    uids = [line.split()[1] for line in docker("top", db["Id"], "-o", "pid,uid").stdout.splitlines()[1:]]
+    assert postgres_uid != "0" and uids and set(uids) == {postgres_uid}, (postgres_uid, uids)
+
+
+def test_the_data_survives_down_and_up_and_goes_with_down_volumes(stack):
+    stack.compose("up", "--wait")
+    status, item = request_json("POST", stack.url("/items"), {"name": "first"})
+    assert status == 201, item
+    item_url = stack.url(f"/items/{item['id']}")
+    assert request_json("GET", item_url) == (200, item)
+    # `down` keeps the named volume, so the data outlives the containers...
+    stack.compose("down")
+    assert stack.volume_exists() and not stack.compose("ps", "--all", "--quiet").stdout.split()
+    stack.compose("up", "--wait")
+    assert request_json("GET", item_url) == (200, item), "the data did not survive down/up"
+    # ...and `down --volumes` removes it, and the data with it.
+    stack.compose("down", "--volumes")
+    assert not stack.volume_exists()
+    stack.compose("up", "--wait")
+    assert request_json("GET", item_url)[0] == 404
+
+
+def test_the_app_started_without_its_database_is_live_not_ready_then_ready_and_writes(stack):
+    stack.compose("up", "--wait")
+    stack.compose("stop", "db")
+    # The app (re)started while the database is down: it starts and its health check passes.
+    stack.compose("up", "--detach", "--no-deps", "--force-recreate", "--wait", "app")
+    assert stack.container("db")["State"]["Running"] is False
+    assert request_json("GET", stack.url("/health")) == (200, {"status": "ok"})
+    assert request_json("GET", stack.url("/ready")) == (503, {"status": "unavailable"})
+    assert stack.container("app")["State"]["Health"]["Status"] == "healthy"
+    stack.compose("start", "db")
+    ready = (200, {"status": "ok"})
+    wait_until(
+        "/ready once the database is back", lambda: request_json("GET", stack.url("/ready")), ready.__eq__, 60
+    )
+    status, item = request_json("POST", stack.url("/items"), {"name": "after the outage"})
+    assert status == 201, item
