@@ -170,17 +170,19 @@ def preflight_mode(environ: dict) -> str:
 
 def next_steps(context: dict) -> str:
     slug, port = context["project_slug"], context["port"]
-    return "\n".join(
-        [
-            f"Created {slug}/. Next:",
-            f"  cd {slug}",
-            "  make install test                  # locked dependencies in .venv, unit tests",
-            f"  docker build -t {slug} .",
-            f"  docker run -d --name {slug} -p {port}:{port} {slug}",
-            f"  curl http://localhost:{port}/health",
-            "README.md walks through the rest.",
-        ]
-    )
+    steps = [
+        f"Created {slug}/. Next:",
+        f"  cd {slug}",
+        "  make install test                  # locked dependencies in .venv, unit tests",
+    ]
+    if context["database"] == "postgresql" and context["use_compose"]:
+        steps.append("  make up                            # the app, its migrations and its database")
+        steps.append(f"  curl http://localhost:{port}/ready")
+    else:
+        steps.append(f"  docker build -t {slug} .")
+        steps.append(f"  docker run -d --name {slug} -p {port}:{port} {slug}")
+        steps.append(f"  curl http://localhost:{port}/health")
+    return "\n".join([*steps, "README.md walks through the rest."])
 
 
 def main() -> int:

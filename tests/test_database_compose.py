@@ -6,7 +6,8 @@ reaches the database by its service name on the project network, and the host do
 the password is in no container's configuration; the database server runs unprivileged. The data
 survives `down` and `up` (the named volume outlives the containers) and goes with `down --volumes`.
 With the database down the app starts, is live and not ready, and becomes ready when the database
-is back. The image is built once (database_service); the tests rely on the official postgres
+is back. Dev mode (`make dev`'s service) uses the same database and applies the working copy's
+migrations. The image is built once (database_service); the tests rely on the official postgres
 image's documented contract only.
 """
 
@@ -50,7 +51,7 @@ class Stack:
 
     def remove(self) -> None:
         """Its containers, network, volume and images."""
-        down = ["down", "--volumes", "--remove-orphans"]
+        down = ["--profile", "dev", "down", "--volumes", "--remove-orphans"]
         run(["docker", "compose", "--project-name", self.project, *down], cwd=self.root, env=self.env)
         remove_images(self.project)
 
@@ -159,3 +160,45 @@ def test_the_app_started_without_its_database_is_live_not_ready_then_ready_and_w
     )
     status, item = request_json("POST", stack.url("/items"), {"name": "after the outage"})
     assert status == 201, item
+
+
+# A migration a developer adds to the working copy while dev mode runs.
+ADDED_MIGRATION = """\
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
+"""
+
+
+def test_dev_mode_serves_on_the_database_with_the_working_copy_s_migrations(stack):
+    """`make dev`'s service (`up --watch` less the watch): it starts after the database alone (no
+    `app`, no `migrate`, no production image), serves /items, and a restart applies a migration
+    added to the mounted app/ after its image was built."""
+
+    def ready() -> tuple[int, object]:
+        return request_json("GET", stack.url("/ready"))
+
+    stack.compose("--profile", "dev", "up", "--build", "--wait", "dev")
+    wait_until("dev's /ready", ready, (200, {"status": "ok"}).__eq__, 120)
+    services = stack.compose("--profile", "dev", "ps", "--all", "--format", "{{.Service}}").stdout.split()
+    assert sorted(services) == ["db", "dev"]
+    status, item = request_json("POST", stack.url("/items"), {"name": "in dev mode"})
+    assert status == 201 and request_json("GET", stack.url(f"/items/{item['id']}")) == (200, item)
+    added = stack.root / "app" / "alembic" / "versions" / "20260102_0002_dev_mode.py"
+    added.write_text(ADDED_MIGRATION)
+    try:
+        stack.compose("restart", "dev")
+        wait_until("dev's /ready after the restart", ready, (200, {"status": "ok"}).__eq__, 120)
+        current = stack.compose("exec", "dev", "alembic", "-c", "app/alembic.ini", "current")
+        assert "0002 (head)" in current.stdout, current.stdout + current.stderr
+    finally:
+        added.unlink()

@@ -151,6 +151,13 @@ def test_compose_database_properties(postgresql_project):
         "migrate": {"condition": "service_completed_successfully"},
     }
     assert override["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+    # Dev mode: the app's database settings and secret; it waits for the database only, and
+    # migrates from its own (mounted) code, so it needs no production image.
+    dev = override["dev"]
+    assert dev["environment"] == app["environment"] and dev["secrets"] == ["db_password"]
+    assert dev["depends_on"] == {"db": {"condition": "service_healthy"}}
+    shell = dev["command"][-1]
+    assert shell.startswith("alembic -c app/alembic.ini upgrade head && exec uvicorn app.main:app --reload")
 
 
 def test_a_bot_keeps_the_database_image_current(postgresql_project):

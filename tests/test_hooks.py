@@ -362,3 +362,22 @@ def test_old_engine_fails_strict_mode_and_leaves_nothing(tmp_path):
     assert result.returncode != 0
     assert "ERROR: Docker Engine 24.0.7 is older than 25.0" in result.stderr
     assert not (tmp_path / "out" / "my-service").exists()
+
+
+# ---- post_gen_project: what it prints ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("database", ["none", "postgresql"])
+def test_the_next_steps_name_the_port_and_only_make_targets_the_project_has(tmp_path, database):
+    """With the database, `make up` (it makes the password file) instead of a lone `docker run`."""
+    result = cookiecutter_cli(tmp_path, "port=8123", f"database={database}", FASTAPI_DOCKER_PREFLIGHT="off")
+    assert result.returncode == 0, result.stderr
+    steps = result.stdout.split("Next:\n", 1)[1].splitlines()
+    assert "  cd my-service" in steps and any("http://localhost:8123/" in step for step in steps), steps
+    targets = [step.split("#")[0].split()[1:] for step in steps if step.startswith("  make ")]
+    for names in targets:
+        dry_run = subprocess.run(
+            ["make", "--dry-run", *names], cwd=tmp_path / "out" / "my-service", capture_output=True, text=True
+        )
+        assert dry_run.returncode == 0, f"make {' '.join(names)}: {dry_run.stderr}"
+    assert (["up"] in targets) == (database == "postgresql"), targets
