@@ -7,11 +7,14 @@ the password is in no container's configuration; the database server runs unpriv
 survives `down` and `up` (the named volume outlives the containers) and goes with `down --volumes`.
 With the database down the app starts, is live and not ready, and becomes ready when the database
 is back. Dev mode (`make dev`'s service) uses the same database and applies the working copy's
-migrations. The image is built once (database_service); the tests rely on the official postgres
+migrations; the README's next-migration commands write, tidy and apply one. The image is built once (database_service); the tests rely on the official postgres
 image's documented contract only.
 """
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -202,3 +205,37 @@ def test_dev_mode_serves_on_the_database_with_the_working_copy_s_migrations(stac
         assert "0002 (head)" in current.stdout, current.stdout + current.stderr
     finally:
         added.unlink()
+
+
+def test_the_readme_s_next_migration_is_written_tidied_and_applied_as_it_says(stack, postgresql_venv):
+    """After a model change: the README's `revision --autogenerate` line, run as written, writes a
+    migration that adds the column, owned by the caller; the README's ruff line leaves it lint-clean;
+    `up --build` (what `make up` runs) applies it and Alembic finds the schema matches the models."""
+    readme = (stack.root / "README.md").read_text().splitlines()
+    (command,) = [line for line in readme if line.startswith("docker compose") and "--autogenerate" in line]
+    (tidy,) = {m for line in readme for m in re.findall(r"`(\.venv/bin/ruff check --fix app[^`]*)`", line)}
+    items, versions = stack.root / "app" / "items.py", stack.root / "app" / "alembic" / "versions"
+    model, before = items.read_text(), set(versions.iterdir())
+    field = "    name: Mapped[str] = mapped_column(String(200))\n"
+    assert field in model
+    stack.compose("up", "--wait")
+    try:
+        column = "    note: Mapped[str | None] = mapped_column(String(200))\n"
+        items.write_text(model.replace(field, field + column))
+        env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
+        written = run(["bash", "-c", command], cwd=stack.root, env=env, timeout=300)
+        assert written.returncode == 0, written.stdout + written.stderr[-3000:]
+        (added,) = [path for path in set(versions.iterdir()) - before if path.suffix == ".py"]
+        assert "add_column" in added.read_text() and "note" in added.read_text()
+        assert added.stat().st_uid == os.getuid()
+        tidy = tidy.replace(".venv/bin/", f"{postgresql_venv}/bin/")
+        tidied = run(["bash", "-c", f"{tidy} && {postgresql_venv}/bin/ruff check app"], cwd=stack.root)
+        assert tidied.returncode == 0, tidied.stdout + tidied.stderr
+        stack.env["TAG"] = "db-next"  # the rebuilt image: its own tag, removed with the project's images
+        stack.compose("up", "--build", "--wait")
+        check = stack.compose("run", "--rm", "migrate", "alembic", "-c", "app/alembic.ini", "check")
+        assert "No new upgrade operations detected" in check.stdout + check.stderr
+    finally:
+        items.write_text(model)
+        for path in set(versions.iterdir()) - before:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
