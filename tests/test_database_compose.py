@@ -7,8 +7,8 @@ the password is in no container's configuration; the database server runs unpriv
 survives `down` and `up` (the named volume outlives the containers) and goes with `down --volumes`.
 With the database down the app starts, is live and not ready, and becomes ready when the database
 is back. Dev mode (`make dev`'s service) uses the same database and applies the working copy's
-migrations; the README's next-migration commands write, tidy and apply one. The image is built once (database_service); the tests rely on the official postgres
-image's documented contract only.
+migrations; the README's next-migration commands write, tidy and apply one. The image is built
+once (database_service); the tests rely on the official postgres image's documented contract only.
 """
 
 import json
