@@ -28,14 +28,18 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# The paths that Docker, compose and Kubernetes probe every few seconds.
+PROBES = {"/health"{% if cookiecutter.database == "postgresql" %}, "/ready"{% endif %}}
+
+
 class HealthCheckFilter(logging.Filter):
-    """Drops uvicorn's access-log lines of GET/HEAD /health: one per probe, all alike."""
+    """Drops uvicorn's access-log lines of the PROBES: one per probe, all alike."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         # uvicorn's access record: args = (client, method, path with query, http version, status).
         args = record.args
         is_access = isinstance(args, tuple) and len(args) == 5
-        return not (is_access and str(args[2]).split("?")[0] == "/health")
+        return not (is_access and str(args[2]).split("?")[0] in PROBES)
 
 
 def configure(settings: Settings) -> None:

@@ -85,6 +85,9 @@ def test_json_logs_carry_the_request_id_and_skip_health_probes(json_logs) -> Non
         # uvicorn's access record: (client, method, path, HTTP version, status)
         access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/", "1.1", 200)
         access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/health", "1.1", 200)
+{%- if cookiecutter.database == "postgresql" %}
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/ready", "1.1", 503)
+{%- endif %}
         logging.getLogger("app.main").warning("from the app")
     finally:
         logs.request_id.reset(token)
