@@ -238,4 +238,7 @@ def test_the_readme_s_next_migration_is_written_tidied_and_applied_as_it_says(st
     finally:
         items.write_text(model)
         for path in set(versions.iterdir()) - before:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()

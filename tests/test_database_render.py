@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support import dockerfile
 from tests.support.generated import k8s_objects, load_yaml
 from tests.support.hooks import load_hook
 from tests.support.project import DATABASE_ANSWER_SETS, SERVICE, TEMPLATE, bake, run, tool
@@ -156,8 +157,11 @@ def test_compose_database_properties(postgresql_project):
     dev = override["dev"]
     assert dev["environment"] == app["environment"] and dev["secrets"] == ["db_password"]
     assert dev["depends_on"] == {"db": {"condition": "service_healthy"}}
-    shell = dev["command"][-1]
-    assert shell.startswith("alembic -c app/alembic.ini upgrade head && exec uvicorn app.main:app --reload")
+    # ...then the dev stage's own server command, as the Dockerfile has it (the copy cannot drift).
+    dev_stage = dockerfile.lineage(dockerfile.parse(root / "Dockerfile"), "dev")
+    (cmd,) = [instruction for instruction in dev_stage if instruction.keyword == "CMD"]
+    assert dev["command"][:2] == ["sh", "-c"]
+    assert dev["command"][2] == f"alembic -c app/alembic.ini upgrade head && exec {' '.join(cmd.exec_form())}"
 
 
 def test_a_bot_keeps_the_database_image_current(postgresql_project):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.hooks import default_context, load_hook
 from tests.support.net import free_port
-from tests.support.project import COOKIECUTTER_JSON, TEMPLATE, cookiecutter_cli
+from tests.support.project import COOKIECUTTER_JSON, TEMPLATE, cookiecutter_cli, run
 
 
 @pytest.fixture
@@ -376,8 +376,6 @@ def test_the_next_steps_name_the_port_and_only_make_targets_the_project_has(tmp_
     assert "  cd my-service" in steps and any("http://localhost:8123/" in step for step in steps), steps
     targets = [step.split("#")[0].split()[1:] for step in steps if step.startswith("  make ")]
     for names in targets:
-        dry_run = subprocess.run(
-            ["make", "--dry-run", *names], cwd=tmp_path / "out" / "my-service", capture_output=True, text=True
-        )
+        dry_run = run(["make", "--dry-run", *names], cwd=tmp_path / "out" / "my-service")
         assert dry_run.returncode == 0, f"make {' '.join(names)}: {dry_run.stderr}"
     assert (["up"] in targets) == (database == "postgresql"), targets
