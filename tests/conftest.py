@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.compose import compose, compose_env, remove_images
+from tests.support.compose import Stack, compose, compose_env, remove_images
 from tests.support.docker import docker, docker_problem, unique
 from tests.support.project import COMPLETE, SERVICE, TEMPLATE, answers_of, bake, run
 
@@ -37,6 +37,7 @@ config_dirs: list[Path] = []
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "docker: builds or runs images (needs a Docker engine)")
+    config.addinivalue_line("markers", "slow: waits a minute or more on purpose (CI runs it too)")
     # Generation in tests skips the Docker preflight, except where a test asks for it.
     os.environ.setdefault("FASTAPI_DOCKER_PREFLIGHT", "off")
     # cookiecutter's user directories (replay files, clones) for the API calls of this run.
@@ -173,6 +174,22 @@ def database_service(tmp_path_factory, docker_ready) -> Iterator[Path]:
         yield root
     finally:
         remove_images(root.name)
+
+
+@pytest.fixture(scope="module", params=["defaults", "postgresql"])
+def service_stack(request) -> Iterator[Stack]:
+    """Each service the suite builds, up and healthy as `docker compose up --wait` runs it: the
+    default answers' image (compose_service's) and the `postgresql` one with its database
+    (database_service's). Once per module; everything it made goes afterwards."""
+    if request.param == "defaults":
+        stack = Stack(request.getfixturevalue("compose_service"), "v1", answer_set=request.param)
+    else:
+        stack = Stack(request.getfixturevalue("database_service"), "db", answer_set=request.param)
+    try:
+        stack.compose("up", "--wait")
+        yield stack
+    finally:
+        stack.remove()
 
 
 @pytest.fixture

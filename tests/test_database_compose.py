@@ -15,54 +15,23 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.compose import compose, compose_env, remove_images
-from tests.support.docker import docker, unique
-from tests.support.net import free_port
+from tests.support.compose import Stack
+from tests.support.docker import docker
 from tests.support.polling import request_json, wait_until
 from tests.support.project import run
 
 pytestmark = pytest.mark.docker
 
 
-class Stack:
-    """One Compose project of the database service, with its own name and host port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.project, self.port = root, unique("dbtest"), free_port()
-        self.env = compose_env(HOST_PORT=str(self.port), TAG="db")
-
-    def compose(self, *args: str) -> subprocess.CompletedProcess:
-        """`docker compose ARGS` of this project; AssertionError with its output if it fails."""
-        return compose(self.root, "--project-name", self.project, *args, env=self.env)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def container(self, service: str) -> dict:
-        (cid,) = self.compose("ps", "--all", "--quiet", service).stdout.split()
-        return json.loads(docker("inspect", cid).stdout)[0]
-
-    def volume_exists(self) -> bool:
-        return docker("volume", "inspect", f"{self.project}_db-data", check=False).returncode == 0
-
-    def remove(self) -> None:
-        """Its containers, network, volume and images."""
-        down = ["--profile", "dev", "down", "--volumes", "--remove-orphans"]
-        run(["docker", "compose", "--project-name", self.project, *down], cwd=self.root, env=self.env)
-        remove_images(self.project)
-
-
 @pytest.fixture
 def stack(database_service) -> Iterator[Stack]:
     """A Compose project, not started; everything it made goes afterwards."""
-    stack = Stack(database_service)
+    stack = Stack(database_service, "db")
     try:
         yield stack
     finally:
@@ -72,7 +41,7 @@ def stack(database_service) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def running(database_service) -> Iterator[Stack]:
     """A Compose project up and healthy (`up --wait`), shared by the tests that only look at it."""
-    stack = Stack(database_service)
+    stack = Stack(database_service, "db")
     try:
         started = time.monotonic()
         stack.compose("up", "--wait")

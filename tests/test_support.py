@@ -19,7 +19,7 @@ from tests.support.applog import access_log, json_lines
 from tests.support.buildkit import dependency_layers, steps
 from tests.support.dockerfile import base_image
 from tests.support.net import free_port, free_ports, port_is_free
-from tests.support.polling import request_json, wait_until
+from tests.support.polling import post_streamed, request, request_json, wait_until
 from tests.support.project import (
     COMPLETE,
     DATABASE_ANSWER_SETS,
@@ -206,3 +206,53 @@ def test_request_json_sends_json_and_takes_error_statuses_as_answers():
         server.server_close()
     with pytest.raises(OSError):
         request_json("GET", base, timeout=1)
+
+
+class Refuses(http.server.BaseHTTPRequestHandler):
+    """POST /limit answers 413 after its headers, unread; POST /count reads the whole body (with
+    Content-Length or chunked) and answers its size."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        if self.path == "/limit":
+            self.reply(413, b'{"detail": "too large"}')
+            self.close_connection = True
+            return
+        size = 0
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            while (length := int(self.rfile.readline(), 16)) > 0:
+                size += len(self.rfile.read(length))
+                self.rfile.readline()
+            self.rfile.readline()
+        else:
+            size = len(self.rfile.read(int(self.headers["Content-Length"])))
+        self.reply(200, str(size).encode())
+
+    def reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Request-ID", "r1")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_post_streamed_sends_the_whole_body_or_stops_at_the_answer_and_request_keeps_headers():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        for chunked in (False, True):
+            whole = post_streamed(port, "/count", 300_000, chunked)
+            assert (whole.status, whole.body, whole.headers["X-Sent-Bytes"]) == (200, b"300000", "300000")
+            refused = post_streamed(port, "/limit", 50_000_000, chunked)
+            assert refused.status == 413 and refused.json() == {"detail": "too large"}
+            assert int(refused.headers["X-Sent-Bytes"]) < 50_000_000
+        answer = request(port, "POST", "/count", b"abc", {"Content-Type": "text/plain"})
+        assert (answer.status, answer.body, answer.headers["X-Request-ID"]) == (200, b"3", "r1")
+    finally:
+        server.shutdown()
+        server.server_close()

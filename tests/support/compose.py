@@ -1,10 +1,13 @@
 """`docker compose` run the way the generated README tells a user to, and what a project leaves behind."""
 
+import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
-from tests.support.docker import INDEX_URL_ENV, NETWORK_ENV, docker
+from tests.support.docker import INDEX_URL_ENV, NETWORK_ENV, docker, unique
+from tests.support.net import free_port
 
 
 def compose_env(**variables: str) -> dict:
@@ -64,3 +67,55 @@ def edit_greeting(root: Path, greeting: str) -> str:
     assert '{"Hello": "World"}' in original
     main.write_text(original.replace('{"Hello": "World"}', f'{{"Hello": "{greeting}"}}'))
     return original
+
+
+class Stack:
+    """One Compose project of a generated project's files, with its own name and host port.
+
+    tag: the image's TAG (built already, or built by `up --build`). settings: the app's environment
+    variables to add (written to an extra compose file, merged after compose.yaml and
+    compose.override.yaml, as a team's own override file would be). answer_set: a name for it.
+    """
+
+    def __init__(
+        self, root: Path, tag: str, settings: dict[str, str] | None = None, answer_set: str = ""
+    ) -> None:
+        self.root, self.project, self.port = root, unique("stacktest"), free_port()
+        self.answer_set = answer_set
+        self.env = compose_env(HOST_PORT=str(self.port), TAG=tag)
+        self.files: list[str] = []
+        if settings:
+            extra = Path(tempfile.mkdtemp(prefix=f"{self.project}-")) / "settings.yaml"
+            extra.write_text(json.dumps({"services": {"app": {"environment": settings}}}))
+            self.files = ["-f", "compose.yaml", "-f", "compose.override.yaml", "-f", str(extra)]
+
+    def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """`docker compose ARGS` of this project; AssertionError with its output if it fails."""
+        command = ["--project-name", self.project, *self.files, *args]
+        return compose(self.root, *command, env=self.env, timeout=timeout)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def container(self, service: str) -> dict:
+        (cid,) = self.compose("ps", "--all", "--quiet", service).stdout.split()
+        return json.loads(docker("inspect", cid).stdout)[0]
+
+    def logs(self, service: str, since: str | None = None) -> str:
+        """The service's output (stdout and stderr), since a docker timestamp if given."""
+        result = docker("logs", *(["--since", since] if since else []), self.container(service)["Id"])
+        return result.stdout + result.stderr
+
+    def volume_exists(self) -> bool:
+        return docker("volume", "inspect", f"{self.project}_db-data", check=False).returncode == 0
+
+    def remove(self) -> None:
+        """Its containers, network, volume and images."""
+        down = ["--profile", "dev", "down", "--volumes", "--remove-orphans"]
+        command = ["docker", "compose", "--project-name", self.project, *self.files, *down]
+        subprocess.run(command, cwd=self.root, env=self.env, capture_output=True, timeout=300)
+        remove_images(self.project)
+        if self.files:
+            extra = Path(self.files[-1])
+            extra.unlink(missing_ok=True)
+            extra.parent.rmdir()

@@ -1,15 +1,20 @@
 """HTTP requests to a service under test, and waiting for a condition with a deadline.
 
 Every URL here is the service's own (loopback): requests never go through a proxy that the
-environment may name, whatever http_proxy says.
+environment may name, whatever http_proxy says. request() and post_streamed() speak HTTP
+themselves (http.client, a socket), for what urllib hides: every header, the status of any
+method, a body that the server refuses while it is being sent.
 """
 
+import http.client
 import json
+import select
+import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -65,6 +70,60 @@ def get_ok(url: str, timeout: float = 1) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout=10
+) -> Answer:
+    """One request on a new connection to 127.0.0.1:port, sent as given (raises OSError if unanswered)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+def post_streamed(port: int, path: str, size: int, chunked: bool = False, timeout: float = 30) -> Answer:
+    """POST a body of size bytes (`{"name": "xxx...`) to 127.0.0.1:port, sent in pieces, with a
+    Content-Length or (chunked) without one; sending stops as soon as the server answers.
+
+    The answer's headers gain X-Sent-Bytes: how much of the body went out before it.
+    """
+    piece = 64 * 1024
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\n"
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sent = 0
+    try:
+        sock.sendall(f"{head}Connection: close\r\n\r\n".encode())
+        while sent < size and not select.select([sock], [], [], 0)[0]:
+            data = ((b"" if sent else b'{"name": "') + b"x" * piece)[: min(piece, size - sent)]
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the server answered and closed: its answer is read below
+            sent += len(data)
+        else:
+            if chunked and sent >= size:
+                sock.sendall(b"0\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        answer = Answer(response.status, response.headers, response.read())
+        answer.headers["X-Sent-Bytes"] = str(sent)
+        return answer
+    finally:
+        sock.close()
 
 
 Seen = TypeVar("Seen")
