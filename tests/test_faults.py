@@ -52,6 +52,7 @@ SETTINGS = {
 # 30 s and more of SQLAlchemy's and the driver's defaults.
 WAIT_BOUND = POOL_TIMEOUT + CONNECT_TIMEOUT + STATEMENT_TIMEOUT + 5
 WRITERS = 8  # concurrent writers of the outage's load: more than the pool holds
+OUTAGE = 5  # seconds the database stays down, at least
 BALANCER_IDLE = 60  # seconds: AWS ALB's default idle timeout (it reuses idle upstream connections)
 
 
@@ -141,18 +142,17 @@ class Load:
 
 
 def item_list(stack: Stack) -> dict[int, str]:
-    """{id: name} of every item, read page by page through GET /items."""
+    """{id: name} of every item, read page by page through GET /items (`after` the last page's `next`)."""
     items: dict[int, str] = {}
-    offset, limit = 0, 100
+    after = 0
     while True:
-        answer = request(stack.port, "GET", f"/items?offset={offset}&limit={limit}")
+        answer = request(stack.port, "GET", f"/items?after={after}&limit=100")
         assert answer.status == 200, answer
         page = answer.json()
-        page = page["items"] if isinstance(page, dict) else page
-        items.update((item["id"], item["name"]) for item in page)
-        if len(page) < limit:
+        items.update((item["id"], item["name"]) for item in page["items"])
+        if page["next"] is None:
             return items
-        offset += limit
+        after = page["next"]
 
 
 def app_lines(stack: Stack, since: str) -> list[str]:
@@ -175,9 +175,17 @@ def test_the_database_killed_under_a_write_load_loses_no_acknowledged_write_and_
         wait_until("201s of the load before the outage", acknowledged, lambda n: n >= 2 * WRITERS, 60)
         stack.compose("kill", "db")
         killed = time.monotonic()
-        # The outage lasts until the load has met it: answers to writes sent after the kill.
-        failed = lambda: [w for w in load.snapshot() if w.finished > killed + 1 and w.status != 201]  # noqa: E731
-        wait_until("answers of writes during the outage", failed, lambda seen: len(seen) >= 3 * WRITERS, 60)
+        # The outage lasts OUTAGE seconds at least, and until the load has met it: failed answers
+        # to writes sent after the kill.
+        wait_until(
+            f"{OUTAGE} s of outage and failed writes in it (seconds, failed writes)",
+            lambda: (
+                time.monotonic() - killed,
+                sum(w.finished > killed + 1 and w.status != 201 for w in load.snapshot()),
+            ),
+            lambda seen: seen[0] >= OUTAGE and seen[1] >= 3 * WRITERS,
+            60,
+        )
         assert stack.container("db")["State"]["Running"] is False, "the database came back by itself"
         outage = time.monotonic() - killed
         started = time.monotonic()
