@@ -2,7 +2,8 @@
 
 Each answer set bakes a fresh project, builds it with `docker buildx build` (through the package
 mirror when FASTAPI_DOCKER_INDEX_URL is set), and checks what a production container must do:
-serve through the published port and turn healthy, run as a numeric non-root UID, also with a
+serve through the published port and turn healthy, pass schemathesis with every check (its API
+as its OpenAPI document says, support.apitest), run as a numeric non-root UID, also with a
 read-only root filesystem and no capabilities, carry nothing from the build context or the package
 caches and nothing of weight beyond its installed packages, rebuild a code-only change from the
 dependency layer cache, stop gracefully and fast while finishing a request in flight, and keep
@@ -19,6 +20,7 @@ import time
 
 import pytest
 
+from tests.support.apitest import failure_report, schemathesis
 from tests.support.buildkit import dependency_layers
 from tests.support.docker import (
     INDEX_URL_ENV,
@@ -110,6 +112,19 @@ def test_serves_through_the_published_port_turns_healthy_with_the_chosen_workers
     wait_until(f"{name} healthy", lambda: health(name), "healthy".__eq__, 60, interval=0.05)
     workers = docker("exec", name, "python", "-c", "import os; print(os.environ['WEB_CONCURRENCY'])")
     assert workers.stdout.strip() == answers.get("workers", "1")
+
+
+def test_schemathesis_finds_no_failure_in_the_image(built, cleanup, tmp_path):
+    """The ecosystem's API tester with every check (support.apitest), against this answer set's
+    image (test_schemathesis.py runs it against the compose stacks)."""
+    _, _, tag, answers = built
+    name, host_port = unique("fd-api"), free_port()
+    cleanup.append(["rm", "--force", name])
+    docker("run", "--detach", "--name", name, "--publish", f"127.0.0.1:{host_port}:{answers['port']}", tag)
+    base = f"http://127.0.0.1:{host_port}"
+    assert get(f"{base}/health", time.monotonic() + 30) == (200, {"status": "ok"})
+    result = schemathesis(f"{base}/openapi.json", tmp_path)
+    assert result.returncode == 0, failure_report(result)
 
 
 def test_runs_unprivileged_and_hardened(built, cleanup):

@@ -4,11 +4,13 @@
                 pairwise(), case_id(), LEFTOVER_JINJA, tool(), the answer sets
     docker      the docker CLI: docker(), unique(), build_flags(), buildx_build(), docker_problem(),
                 image sizes (size_above_base)
-    compose     docker compose as the generated README runs it: compose_env(), compose(), ...
+    compose     docker compose as the generated README runs it: compose_env(), compose(), Stack, ...
     swarm       compose.yaml as a Swarm stack: host_mode_stack_file(), healthy_task_ports(), ...
     generated   reading a generated project's files: load_yaml(), k8s_objects(), pins(), ...
     net         free loopback ports
-    polling     HTTP requests to the service (get(), request_json()) and wait_until()
+    polling     HTTP requests to the service (get(), request_json(), request(), post_streamed())
+                and wait_until()
+    apitest     schemathesis run against a running service, seeded and bounded
     buildkit    BuildKit plain-progress logs: were the dependency layers cached?
     applog      the generated service's JSON log lines
     dockerfile  a small Dockerfile reader
