@@ -31,12 +31,15 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support.compose import Stack
+from tests.support.docker import docker
 from tests.support.polling import Answer, post_streamed, request, wait_until
 
 pytestmark = pytest.mark.docker
 
 POOL_SIZE, MAX_OVERFLOW = 2, 0
-POOL_TIMEOUT, CONNECT_TIMEOUT, STATEMENT_TIMEOUT = 2, 2, 3  # seconds
+# Seconds. The statements wait on a lock longer than requests wait for the pool: the pool stays
+# saturated while the others time out.
+POOL_TIMEOUT, CONNECT_TIMEOUT, STATEMENT_TIMEOUT = 2, 2, 5
 MAX_BODY_SIZE = 1024 * 1024
 SETTINGS = {
     "LOG_FORMAT": "json",  # one object per line: the access lines are told apart by their logger
@@ -76,8 +79,8 @@ def wait_ready(stack: Stack, what: str, timeout: float = 120) -> None:
 
 def psql(stack: Stack, sql: str) -> str:
     """One statement run by psql in the db container (local socket, as the image's superuser)."""
-    result = stack.compose("exec", "-T", "db", "psql", "-U", "app", "-d", "app", "-tAc", sql)
-    return result.stdout.strip()
+    db = stack.container("db")["Id"]
+    return docker("exec", db, "psql", "-U", "app", "-d", "app", "-tAc", sql).stdout.strip()
 
 
 @dataclass
@@ -289,7 +292,15 @@ def test_a_saturated_pool_answers_503_within_the_set_timeouts_and_ready_answers_
         for thread in threads:
             thread.start()
         gate.wait()
-        # The pool's connections are taken (their statements wait on the lock): the probe's not.
+        # Every connection of the pool taken, its statement waiting on the lock: the probe's not.
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND wait_event_type = 'Lock'"
+        )
+        saturated = str(POOL_SIZE + MAX_OVERFLOW)
+        wait_until(
+            "the pool's statements waiting on the lock", lambda: psql(stack, waiting), saturated.__eq__, 5
+        )
         probe = ready(stack)
         in_flight = count - len(results)
         for thread in threads:
@@ -346,6 +357,8 @@ def test_an_oversized_body_gets_413_before_it_is_read_whole(stack):
     assert after - before < 8 * MAX_BODY_SIZE, (before, after)
     app = stack.container("app")
     assert app["State"]["OOMKilled"] is False and app["RestartCount"] == restarts
+    # compose.yaml's memory limit, which a body read whole would have come close to.
+    assert 0 < after < app["HostConfig"]["Memory"], (after, app["HostConfig"]["Memory"])
 
 
 @pytest.mark.slow
