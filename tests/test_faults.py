@@ -5,14 +5,14 @@ small pool and short database timeouts set the way a team sets them (environment
 override file), so that the faults show in seconds:
 
 - the database killed under a write load, then started again: every write answered 201 is in the
-  database afterwards, every other answer is 503 with Retry-After (never 500), the app logs no
-  traceback, at most one line per failed request and none of the request data; the recovery time
-  (database start to first 201) is printed;
+  database afterwards (by id and in the list), every other answer is 503 with Retry-After (never
+  500), the app logs the failures with no traceback, at most one line per failed request and none
+  of the request data; the recovery time (database start to first 201) is printed;
 - a saturated pool (the `items` table locked by another session, more concurrent writes than the
   pool holds): each answers 503 with Retry-After within a bound derived from the settings, and
   /ready answers 200 meanwhile (it does not borrow from that pool);
-- an oversized body (50 MB, with and without Content-Length): 413, and the process's peak memory
-  does not grow by anything like the body;
+- an oversized body (50 MB, with and without Content-Length): a small JSON 413, and the process's
+  peak memory (VmHWM: what a body read whole would raise) does not grow by anything like the body;
 - a keep-alive connection idle for longer than a load balancer's window is still open and reused.
 """
 
