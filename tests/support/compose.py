@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -113,9 +114,9 @@ class Stack:
         """Its containers, network, volume and images."""
         down = ["--profile", "dev", "down", "--volumes", "--remove-orphans"]
         command = ["docker", "compose", "--project-name", self.project, *self.files, *down]
-        subprocess.run(command, cwd=self.root, env=self.env, capture_output=True, timeout=300)
-        remove_images(self.project)
-        if self.files:
-            extra = Path(self.files[-1])
-            extra.unlink(missing_ok=True)
-            extra.parent.rmdir()
+        try:
+            subprocess.run(command, cwd=self.root, env=self.env, capture_output=True, timeout=300)
+            remove_images(self.project)
+        finally:
+            if self.files:
+                shutil.rmtree(Path(self.files[-1]).parent, ignore_errors=True)
