@@ -28,6 +28,7 @@ from tests.support.project import (
     case_id,
     choices,
     leftover_jinja,
+    option_files,
 )
 
 DEPLOY_QUESTIONS = ("use_compose", "use_kubernetes", "ci")
@@ -184,25 +185,10 @@ def test_the_runtime_lock_holds_what_runs_and_the_dev_lock_the_rest(project):
 
 
 def test_option_files(project):
+    """Exactly the files its answers keep (cookiecutter.json's `_options`); the fragments are gone."""
     root, answers = project
-    present = {p.relative_to(root).parts[0] for p in files(root)}
-    assert ("compose.yaml" in present) == answers["use_compose"]
-    assert ("k8s" in present) == answers["use_kubernetes"]
-    assert (".github" in present) == (answers["ci"] == "github")
-    assert (".gitlab-ci.yml" in present) == (answers["ci"] == "gitlab")
-
-
-def expected_files(answer_set: dict) -> dict[str, bool]:
-    """Which deployment files a project of the answer set has."""
-    return {
-        "compose.yaml": answer_set["use_compose"],
-        "compose.override.yaml": answer_set["use_compose"],
-        **{f"k8s/{name}": answer_set["use_kubernetes"] for name in ["kustomization.yaml", *K8S_MANIFESTS]},
-        ".github/workflows/ci.yml": answer_set["ci"] == "github",
-        ".github/dependabot.yml": answer_set["ci"] == "github",
-        ".gitlab-ci.yml": answer_set["ci"] == "gitlab",
-        "renovate.json": answer_set["ci"] == "gitlab",
-    }
+    assert {path: (root / path).exists() for path in option_files(answers)} == option_files(answers)
+    assert not (root / "lock-fragments").exists()
 
 
 @pytest.mark.parametrize("answer_set", DEPLOY_ANSWER_SETS, ids=case_id)
@@ -222,12 +208,12 @@ def test_deployment_files_and_readme_sections_follow_the_options(rendered, answe
     assert not (root / "k8s").exists() or sorted(p.name for p in (root / "k8s").iterdir()) == sorted(
         ["kustomization.yaml", *K8S_MANIFESTS]
     )
-    for relative, wanted in expected_files(answer_set).items():
-        if wanted:
-            found = leftover_jinja((root / relative).read_text())
-            assert found is None, f"{relative}: {found!r}"
-    present = {relative: (root / relative).exists() for relative in expected_files(answer_set)}
-    assert present == expected_files(answer_set)
+    expected = option_files(answers_of(answer_set))
+    assert {path: (root / path).exists() for path in expected} == expected
+    kept = [root / path for path, wanted in expected.items() if wanted]
+    for file in [p for path in kept for p in [path, *path.rglob("*")] if p.is_file()]:
+        found = leftover_jinja(file.read_text())
+        assert found is None, f"{file.relative_to(root)}: {found!r}"
 
 
 # ---- through pytest-cookies' `cookies`, as a fork of this template extends its tests -------------
