@@ -181,11 +181,17 @@ def test_compose_database_properties(postgresql_project):
     dev = override["dev"]
     assert dev["environment"] == app["environment"] and dev["secrets"] == ["db_password"]
     assert dev["depends_on"] == {"db": {"condition": "service_healthy"}}
-    # ...then the dev stage's own server command, as the Dockerfile has it (the copy cannot drift).
+    # The dev image's command migrates, then serves: the one dev command, compose has no copy.
+    assert "command" not in dev
     dev_stage = dockerfile.lineage(dockerfile.parse(root / "Dockerfile"), "dev")
     (cmd,) = [instruction for instruction in dev_stage if instruction.keyword == "CMD"]
-    assert dev["command"][:2] == ["sh", "-c"]
-    assert dev["command"][2] == f"alembic -c app/alembic.ini upgrade head && exec {' '.join(cmd.exec_form())}"
+    assert cmd.exec_form()[:5] == [
+        "sh",
+        "-c",
+        'alembic -c app/alembic.ini upgrade head && exec "$@"',
+        "dev",
+        "uvicorn",
+    ]
 
 
 def test_a_bot_keeps_the_database_image_current(postgresql_project):

@@ -117,20 +117,21 @@ def test_dockerfile_properties(project):
     if answers["use_compose"]:
         dev = lineage(instructions, "dev")
         assert any(i.keyword == "RUN" and "requirements-dev.txt" in i.args for i in dev)
-        assert "--reload" in [i for i in dev if i.keyword == "CMD"][-1].exec_form()
+        dev_command = [i for i in dev if i.keyword == "CMD"][-1].exec_form()
+        assert dev_command[-5:] == ["uvicorn", "app.main:app", "--reload", "--reload-dir", "app"]
     # Unprivileged, numeric, >= 10000.
     [user] = [i.args for i in final if i.keyword == "USER"]
     uid, _, gid = user.partition(":")
     assert int(uid) >= 10000 and int(gid) >= 10000
     assert keywords.index("USER") > keywords.index("COPY")
-    # The chosen port everywhere it matters.
+    # The chosen port in one place, uvicorn's own variable, which the CMDs and the probe read.
     assert [i.args for i in final if i.keyword == "EXPOSE"] == [port]
+    env = " ".join(i.args for i in final if i.keyword == "ENV")
+    assert f"UVICORN_PORT={port}" in env and "UVICORN_HOST=0.0.0.0" in env
     [cmd] = [i for i in final if i.keyword == "CMD"]
-    command = cmd.exec_form()
-    assert command[:2] == ["uvicorn", "app.main:app"] and command[command.index("--port") + 1] == port
-    assert "--reload" not in command
+    assert cmd.exec_form() == ["uvicorn", "app.main:app"]
     [health] = [i for i in final if i.keyword == "HEALTHCHECK"]
-    assert f"http://127.0.0.1:{port}/health" in health.args and "urllib.request" in health.args
+    assert "http://127.0.0.1:%s/health' % os.environ['UVICORN_PORT']" in health.args
     # Probed often while starting (healthy within a second), rarely afterwards (a cost paid all day),
     # with a start period long enough for a slow host.
     timing = {flag: seconds(value) for flag, value in re.findall(r"--([a-z-]+)=([0-9.]+m?s)", health.args)}
