@@ -125,7 +125,7 @@ def test_dockerfile_properties(project):
     assert int(uid) >= 10000 and int(gid) >= 10000
     assert keywords.index("USER") > keywords.index("COPY")
     # The chosen port in one place, uvicorn's own variable, which the CMDs and the probe read.
-    assert [i.args for i in final if i.keyword == "EXPOSE"] == [port]
+    assert [i.args for i in final if i.keyword == "EXPOSE"] == ["${UVICORN_PORT}"]
     env = " ".join(i.args for i in final if i.keyword == "ENV")
     assert f"UVICORN_PORT={port}" in env and "UVICORN_HOST=0.0.0.0" in env
     [cmd] = [i for i in final if i.keyword == "CMD"]
