@@ -176,10 +176,13 @@ def test_compose_database_properties(postgresql_project):
         "migrate": {"condition": "service_completed_successfully"},
     }
     assert override["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
-    # Dev mode: the app's database settings and secret; it waits for the database only, and
-    # migrates from its own (mounted) code, so it needs no production image.
+    # Dev mode: the app's database settings and secret (it extends `app`: no copy of them); it
+    # waits for the database only, and migrates from its own (mounted) code, so it needs no
+    # production image.
     dev = override["dev"]
-    assert dev["environment"] == app["environment"] and dev["secrets"] == ["db_password"]
+    assert dev["extends"] == {"file": "compose.yaml", "service": "app"}
+    assert "environment" not in dev and "secrets" not in dev
+    assert app["environment"]["DATABASE_URL"] and app["secrets"] == ["db_password"]
     assert dev["depends_on"] == {"db": {"condition": "service_healthy"}}
     # The dev image's command migrates, then serves: the one dev command, compose has no copy.
     assert "command" not in dev
