@@ -21,6 +21,8 @@ CONTEXT_JSON = r"""{{ cookiecutter | tojson }}"""
 # --replay) passes it; cruft does not, but there cookiecutter itself has refused any answer that
 # is not offered before rendering this hook.
 REPO_DIR_JSON = r""" {{ cookiecutter.get("_repo_dir", "") | tojson }} """  # spaces: not a 4th quote
+# The questions in cookiecutter.json's order (tojson sorts a mapping's keys, a list keeps its order).
+QUESTIONS_JSON = r"""{{ cookiecutter._options | list | tojson }}"""
 # Whether cookiecutter's slugify finds anything in the name to derive the default slug from.
 NAME_HAS_SLUG_JSON = r"""{{ (cookiecutter.project_name | string | slugify != "") | tojson }}"""
 
@@ -164,9 +166,9 @@ def validate(context: dict, offered: dict, name_has_slug: bool = True) -> list[I
 
 
 def main() -> int:
-    errors = validate(
-        json.loads(CONTEXT_JSON), offered_choices(json.loads(REPO_DIR_JSON)), json.loads(NAME_HAS_SLUG_JSON)
-    )
+    context = json.loads(CONTEXT_JSON)
+    context["_options"] = {question: context["_options"][question] for question in json.loads(QUESTIONS_JSON)}
+    errors = validate(context, offered_choices(json.loads(REPO_DIR_JSON)), json.loads(NAME_HAS_SLUG_JSON))
     for error in errors:
         print(f"ERROR: {error}", file=sys.stderr)
     return 1 if errors else 0
