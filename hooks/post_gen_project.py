@@ -1,5 +1,5 @@
-"""Finish the generated project: put the locks of the `database` answer in place, prune the files of
-options that are off, check Docker, say what next.
+"""Finish the generated project: assemble its locks from the fragments of its answers, prune the
+files of the answers not chosen, check Docker, say what next.
 
 Standard library only, and idempotent: cruft re-runs it on every template update, so it touches
 nothing outside the generated directory and removing an already-removed file is not an error.
@@ -28,43 +28,108 @@ INSTALL_DOCS = "https://docs.docker.com/engine/install/"
 ENGINE_FLOOR = (25, 0)
 
 
+def answer_key(value: object) -> str:
+    """An answer as cookiecutter.json's `_options` names it: true/false for yes/no questions."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
 def unused_paths(context: dict) -> list[str]:
-    """The files and folders of options that are off, relative to the project root."""
+    """The files and folders of the answers not chosen (cookiecutter.json's `_options`: the
+    files each answer keeps), and the lock fragments, relative to the project root."""
     paths = []
-    if not context["use_compose"]:
-        paths += ["compose.yaml", "compose.override.yaml"]
-    if not context["use_kubernetes"]:
-        paths.append("k8s")
-    if context["ci"] != "github":
-        paths.append(".github")
-    if context["ci"] != "gitlab":
-        # Renovate keeps a GitLab project current (Dependabot does it on GitHub).
-        paths += [".gitlab-ci.yml", "renovate.json"]
-    if context["installer"] != "uv":
-        paths += ["requirements-build.in", "requirements-build.txt"]
-    if context["database"] != "postgresql":
-        paths += ["app/db.py", "app/items.py", "app/alembic", "app/alembic.ini"]
-    # The locks of the other database answer (select_locks puts the chosen ones in place first).
-    paths += list(DATABASE_LOCKS)
-    return paths
+    for field, rule in context["_options"].items():
+        kept = rule.get("files", {}).get(answer_key(context[field]), [])
+        paths += [p for files in rule.get("files", {}).values() for p in files if p not in kept + paths]
+    return [*paths, FRAGMENTS]
 
 
-# requirements.in lists the database packages only for `postgresql`, so each answer has its own
-# lock pair: the template ships both, and the project keeps the one its requirements.in makes
-# (`make lock` reproduces it). {template's lock of postgresql: the project's name for it}
-DATABASE_LOCKS = {
-    "requirements-postgresql.txt": "requirements.txt",
-    "requirements-dev-postgresql.txt": "requirements-dev.txt",
-}
+# The template's locks come in fragments of one resolution (scripts/relock): `base`, and one per
+# answer whose packages add to it (`_options`' "locks"), e.g. database-postgresql/requirements.txt.
+# Each project lock is their union, which is what its `make lock` writes, so the locks grow with
+# the options and not with their combinations.
+FRAGMENTS = "lock-fragments"
 
 
-def select_locks(root: Path, context: dict) -> None:
-    """For `postgresql`, its locks replace the default ones (nothing to do when already done)."""
-    if context["database"] != "postgresql":
+def lock_fragments(context: dict) -> list[str]:
+    """The fragments of the chosen answers, `base` first."""
+    chosen = [(field, answer_key(context[field])) for field in context["_options"]]
+    return [
+        "base",
+        *(
+            f"{field}-{answer}"
+            for field, answer in chosen
+            if answer in context["_options"][field].get("locks", [])
+        ),
+    ]
+
+
+def read_lock(text: str) -> tuple[list[str], dict[str, list]]:
+    """A uv lock's header and {first line: [its requirement lines, its `via` sources in order]}."""
+    header, entries, key = [], {}, ""
+    for line in text.splitlines():
+        if not line.startswith(" ") and not entries and line.startswith("#"):
+            header.append(line)
+        elif not line.startswith(" "):
+            key = line
+            entries[key] = [[line], {}]
+        elif line.startswith(("    # via", "    #   ")):
+            source = line.removeprefix("    # via").removeprefix("    #   ").strip()
+            entries[key][1].update({source: None} if source else {})
+        else:
+            entries[key][0].append(line)
+    return header, entries
+
+
+def write_lock(header: list[str], entries: dict[str, list]) -> str:
+    """The lock's text as uv writes it: entries by name, each with its sources: the input files
+    in the order met (constraints first), then the packages by name."""
+    lines = list(header)
+    for key in sorted(entries, key=lambda line: re.split(r"[=; ]", line, maxsplit=1)[0]):
+        requirement, sources = entries[key]
+        via = sorted(sources, key=lambda s: (not s.startswith("-"), "" if s.startswith("-") else s))
+        lines += [
+            *requirement,
+            *([f"    # via {via[0]}"] if len(via) == 1 else ["    # via", *(f"    #   {s}" for s in via)]),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def merge_locks(header: list[str], parts: list[dict[str, list]]) -> str:
+    """One lock of the parts (read_lock's entries) under header: an entry's sources add up."""
+    merged: dict[str, list] = {}
+    for entries in parts:
+        for key, (requirement, sources) in entries.items():
+            merged.setdefault(key, [requirement, {}])[1].update(sources)
+    return write_lock(header, merged)
+
+
+def constraint_locks(root: Path, lock: str) -> list[str]:
+    """The locks that lock's input constrains it by (`-c requirements.txt` in requirements-dev.in)."""
+    source = root / lock.replace(".txt", ".in")
+    return [
+        line.split()[1] for line in source.read_text(encoding="utf-8").splitlines() if line.startswith("-c ")
+    ]
+
+
+def assemble_locks(root: Path, context: dict) -> None:
+    """Write each lock of the project from the fragments of its answers (once: cruft re-runs this
+    hook where the fragments are gone, and the locks are already there)."""
+    base = root / FRAGMENTS / "base"
+    if not base.is_dir():
         return
-    for source, target in DATABASE_LOCKS.items():
-        if (root / source).exists():
-            (root / source).replace(root / target)
+    for lock in sorted((p.name for p in base.iterdir()), key=lambda n: len(constraint_locks(root, n))):
+        header, _ = read_lock((base / lock).read_text(encoding="utf-8"))
+        parts = []
+        for constraint in constraint_locks(root, lock):
+            # Every pin of a constraining lock is in this one too, constrained (`-c`) by it.
+            _, entries = read_lock((root / constraint).read_text(encoding="utf-8"))
+            parts.append(
+                {key: [req, {f"-c {constraint}": None, **src}] for key, (req, src) in entries.items()}
+            )
+        for name in lock_fragments(context):
+            if (path := root / FRAGMENTS / name / lock).is_file():
+                parts.append(read_lock(path.read_text(encoding="utf-8"))[1])
+        (root / lock).write_text(merge_locks(header, parts), encoding="utf-8")
 
 
 def remove_paths(root: Path, paths: list[str]) -> None:
@@ -187,7 +252,7 @@ def next_steps(context: dict) -> str:
 
 def main() -> int:
     context = json.loads(CONTEXT_JSON)
-    select_locks(Path.cwd(), context)
+    assemble_locks(Path.cwd(), context)
     remove_paths(Path.cwd(), unused_paths(context))
     port = int(context["port"])
     if port < 1024:

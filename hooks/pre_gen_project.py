@@ -21,6 +21,8 @@ CONTEXT_JSON = r"""{{ cookiecutter | tojson }}"""
 # --replay) passes it; cruft does not, but there cookiecutter itself has refused any answer that
 # is not offered before rendering this hook.
 REPO_DIR_JSON = r""" {{ cookiecutter.get("_repo_dir", "") | tojson }} """  # spaces: not a 4th quote
+# The questions in cookiecutter.json's order (tojson sorts a mapping's keys, a list keeps its order).
+QUESTIONS_JSON = r"""{{ cookiecutter._options | list | tojson }}"""
 # Whether cookiecutter's slugify finds anything in the name to derive the default slug from.
 NAME_HAS_SLUG_JSON = r"""{{ (cookiecutter.project_name | string | slugify != "") | tojson }}"""
 
@@ -38,7 +40,6 @@ REGISTRY_RE = re.compile(
 # (the Jinja openers are spelled in two halves because cookiecutter renders this file).
 FORBIDDEN_TEXT = ('"', "\\", "$", "`", *("{" + c for c in ("{", "%", "#")))
 TEXT_MAX = 200
-MAX_WORKERS = 64
 
 
 class InvalidAnswer(ValueError):
@@ -125,41 +126,49 @@ def offered_choices(repo_dir: str) -> dict:
     return {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if isinstance(v, list)}
 
 
+def check_answer(field: str, context: dict, offered: dict, name_has_slug: bool) -> None:
+    """The check that cookiecutter.json's `_options` names for field, on its answer in context."""
+    rule, value = context["_options"][field], context[field]
+    kind = rule.get("check")
+    if kind == "text":
+        check_text(field, value, required=not rule.get("optional", False))
+    elif kind == "slug":
+        check_name_has_slug(context["project_name"], value, name_has_slug)
+        check_slug(value, name_has_slug)
+    elif kind == "choice":
+        if field in offered:
+            check_choice(field, value, offered[field])
+    elif kind == "registry_prefix":
+        check_registry_prefix(value)
+    elif kind == "whole_number":
+        check_int(field, value, rule["min"], rule["max"])
+    elif kind == "bool":
+        check_bool(field, value)
+    else:
+        raise InvalidAnswer(
+            field, value, f"cookiecutter.json's _options has no known check for it ({kind!r})"
+        )
+
+
 def validate(context: dict, offered: dict, name_has_slug: bool = True) -> list[InvalidAnswer]:
     """Every answer in context that cannot be used, in cookiecutter.json's order.
 
-    offered is cookiecutter.json's choice lists ({}: already enforced by cookiecutter).
+    Each question has its rule in cookiecutter.json's `_options` (a test fails for a question
+    without one); offered is cookiecutter.json's choice lists ({}: already enforced by cookiecutter).
     """
-    checks = [
-        lambda: check_text("project_name", context["project_name"]),
-        lambda: check_name_has_slug(context["project_name"], context["project_slug"], name_has_slug),
-        lambda: check_slug(context["project_slug"], name_has_slug),
-        lambda: check_text("description", context["description"], required=False),
-        lambda: check_text("author", context["author"], required=False),
-        *(
-            lambda field=field: check_choice(field, context[field], offered[field])
-            for field in ("python_version", "base_image_flavour", "debian_release", "installer", "ci")
-            if field in offered
-        ),
-        lambda: check_registry_prefix(context["registry_prefix"]),
-        lambda: check_int("port", context["port"], 1, 65535),
-        lambda: check_int("workers", context["workers"], 1, MAX_WORKERS),
-        lambda: check_bool("use_compose", context["use_compose"]),
-        lambda: check_bool("use_kubernetes", context["use_kubernetes"]),
-    ]
     errors = []
-    for check in checks:
+    for field in context["_options"]:
         try:
-            check()
+            check_answer(field, context, offered, name_has_slug)
         except InvalidAnswer as error:
             errors.append(error)
     return errors
 
 
 def main() -> int:
-    errors = validate(
-        json.loads(CONTEXT_JSON), offered_choices(json.loads(REPO_DIR_JSON)), json.loads(NAME_HAS_SLUG_JSON)
-    )
+    context = json.loads(CONTEXT_JSON)
+    context["_options"] = {question: context["_options"][question] for question in json.loads(QUESTIONS_JSON)}
+    errors = validate(context, offered_choices(json.loads(REPO_DIR_JSON)), json.loads(NAME_HAS_SLUG_JSON))
     for error in errors:
         print(f"ERROR: {error}", file=sys.stderr)
     return 1 if errors else 0

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.compose import Stack, compose, compose_env, remove_images
 from tests.support.docker import docker, docker_problem, unique
-from tests.support.project import COMPLETE, SERVICE, TEMPLATE, answers_of, bake, run
+from tests.support.project import COMPLETE, TEMPLATE, answers_of, bake, run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,31 +76,31 @@ def cleanup() -> Iterator[list[list[str]]]:
         docker(*command, check=False)
 
 
-def service_venv(lock: str) -> Path:
-    """A venv with the generated project's dev lock `lock`, installed the way `make install` does.
+def service_venv(tmp_path_factory: pytest.TempPathFactory, **answers: str) -> Path:
+    """A venv with the dev lock of a project of these answers, installed the way `make install` does.
 
     Kept in build/ under the lock's hash: made once, re-made when the lock changes.
     """
-    digest = hashlib.sha256((SERVICE / lock).read_bytes()).hexdigest()[:12]
+    lock = bake(tmp_path_factory.mktemp("lock"), **answers) / "requirements-dev.txt"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
     cache = TEMPLATE / "build" / f"service-venv-{digest}"
     if not (cache / "bin" / "pytest").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
         pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--require-hashes", "-r", str(SERVICE / lock)], check=True)
+        subprocess.run([*pip, "--require-hashes", "-r", str(lock)], check=True)
     return cache
 
 
 @pytest.fixture(scope="session")
-def venv() -> Path:
+def venv(tmp_path_factory) -> Path:
     """A venv with the generated requirements-dev.txt (database `none`)."""
-    return service_venv("requirements-dev.txt")
+    return service_venv(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def postgresql_venv() -> Path:
-    """A venv with the dev lock of a `postgresql` project (the post-gen hook makes it its
-    requirements-dev.txt)."""
-    return service_venv("requirements-dev-postgresql.txt")
+def postgresql_venv(tmp_path_factory) -> Path:
+    """A venv with the dev lock of a `postgresql` project."""
+    return service_venv(tmp_path_factory, database="postgresql")
 
 
 @pytest.fixture(scope="session")

@@ -81,14 +81,16 @@ def test_compose_override_holds_what_swarm_rejects(complete):
     assert override["secrets"] == {"index_url": {"environment": "INDEX_URL"}}
     assert app["deploy"] == {"replicas": 1}, "compose publishes a fixed host port: one container"
     assert "develop" not in app, "`up` runs the production image; the dev service has the watch"
-    # The dev service: only when named (profile), the dev stage, app/ mounted read-only over the
-    # image's copy; the hardening that does not stand in its way is kept.
+    # The dev service: compose.yaml's app (its hardening, port, network: no copy of them), only
+    # when named (profile), the dev stage, app/ mounted read-only over the image's copy, one
+    # container, no restart (its logs are in view).
     dev = override["services"]["dev"]
+    assert dev["extends"] == {"file": "compose.yaml", "service": "app"}
+    assert not {"read_only", "cap_drop", "security_opt", "ports", "networks"} & set(dev)
     assert dev["profiles"] == ["dev"] and dev["build"]["target"] == "dev"
     assert dev["build"]["secrets"] == ["index_url"]
-    assert {"type": "bind", "source": "./app", "target": "/app/app", "read_only": True} in dev["volumes"]
-    assert dev["read_only"] is True and dev["cap_drop"] == ["ALL"]
-    assert "no-new-privileges:true" in dev["security_opt"]
+    assert dev["volumes"] == [{"type": "bind", "source": "./app", "target": "/app/app", "read_only": True}]
+    assert dev["deploy"] == {"replicas": 1} and dev["restart"] == "no"
     watch = {entry["path"]: entry["action"] for entry in dev["develop"]["watch"]}
     assert watch == {"requirements.txt": "rebuild", "requirements-dev.txt": "rebuild"}
     # Every other variable has a default, so plain `docker compose up` needs no environment.
@@ -109,6 +111,13 @@ def test_compose_config_accepts_the_files_with_and_without_a_mirror(compose_serv
         app = config["services"]["app"]
         assert app["deploy"]["replicas"] == 1 and app["read_only"] is True
         assert app["build"]["network"] == env.get("BUILD_NETWORK", "default")
+    # The dev service as Compose resolves it: the app's hardening and port, plus the mount.
+    dev = json.loads(compose(service, "--profile", "dev", "config", "--format", "json", env=env).stdout)
+    dev = dev["services"]["dev"]
+    assert dev["read_only"] is True and dev["cap_drop"] == ["ALL"]
+    assert dev["security_opt"] == ["no-new-privileges:true"] and dev["deploy"]["replicas"] == 1
+    assert [v["type"] for v in dev["volumes"]] == ["tmpfs", "bind"] and dev["restart"] == "no"
+    assert [p["target"] for p in dev["ports"]] == [p["target"] for p in app["ports"]]
     # What Swarm reads: compose.yaml alone, accepted by the docker CLI's own stack parser.
     stack = run(
         ["docker", "stack", "config", "--compose-file", "compose.yaml"], cwd=service, env=compose_env()

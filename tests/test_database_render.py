@@ -21,13 +21,9 @@ import yaml
 from tests.support import dockerfile
 from tests.support.generated import k8s_objects, load_yaml
 from tests.support.hooks import load_hook
-from tests.support.project import DATABASE_ANSWER_SETS, SERVICE, TEMPLATE, bake, run, tool
+from tests.support.project import DATABASE_ANSWER_SETS, LOCK_FRAGMENTS, SERVICE, TEMPLATE, bake, run, tool
 
 DATABASE_FILES = ["app/db.py", "app/items.py", "app/alembic.ini", "app/alembic/env.py"]
-TEMPLATE_LOCKS = {
-    "requirements-postgresql.txt": "requirements.txt",
-    "requirements-dev-postgresql.txt": "requirements-dev.txt",
-}
 # What only the database option brings; none of it may appear in a `none` project.
 DATABASE_WORDS = [
     "sqlalchemy",
@@ -70,14 +66,15 @@ def test_none_generates_no_database_file_or_line(github_project):
         "renovate.json",
         "requirements-build",
     )
-    expected = {f for f in expected if not f.startswith(unused) and f not in TEMPLATE_LOCKS}
-    assert files(root) == expected
+    expected = {f for f in expected if not f.startswith((*unused, "lock-fragments/"))}
+    assert files(root) == expected | {"requirements.txt", "requirements-dev.txt"}
     for relative in sorted(files(root)):
         text = (root / relative).read_text()
         found = [word for word in DATABASE_WORDS if word in text]
         assert not found, f"{relative} mentions {found}"
-    assert (root / "requirements.txt").read_text() == (SERVICE / "requirements.txt").read_text()
-    assert (root / "requirements-dev.txt").read_text() == (SERVICE / "requirements-dev.txt").read_text()
+    assert (root / "requirements.txt").read_text() == (
+        LOCK_FRAGMENTS / "base" / "requirements.txt"
+    ).read_text()
     compose = load_yaml(root / "compose.yaml")
     assert list(compose["services"]) == ["app"] and "volumes" not in compose and "secrets" not in compose
 
@@ -90,9 +87,6 @@ def test_postgresql_has_its_files_locks_dependencies_and_readme_section(postgres
         "app/alembic/versions/20260101_0001_create_items.py",
         "app/alembic/versions/20260201_0002_bigint_item_ids.py",
     ]
-    assert not set(TEMPLATE_LOCKS) & present, "the template's postgresql locks are moved into place"
-    for template_lock, project_lock in TEMPLATE_LOCKS.items():
-        assert (root / project_lock).read_text() == (SERVICE / template_lock).read_text(), project_lock
     direct = (root / "requirements.in").read_text().split()
     assert {"sqlalchemy[asyncio]", "psycopg[binary]", "alembic"} <= set(direct)
     pinned = (root / "requirements.txt").read_text()
@@ -103,19 +97,49 @@ def test_postgresql_has_its_files_locks_dependencies_and_readme_section(postgres
     assert "\n\n\n" not in readme
 
 
-def test_select_locks_moves_the_postgresql_locks_into_place_idempotently(tmp_path):
+def entry(pin: str, *via: str) -> str:
+    """A lock entry as uv writes it."""
+    sources = [f"    # via {via[0]}"] if len(via) == 1 else ["    # via", *(f"    #   {s}" for s in via)]
+    return "\n".join([f"{pin} \\", f"    --hash=sha256:{pin[0] * 4}", *sources]) + "\n"
+
+
+def test_assemble_locks_unites_the_fragments_of_the_answers_once(tmp_path):
     post = load_hook("post_gen_project", tmp_path, database="postgresql")
+    context = post.json.loads(post.CONTEXT_JSON)
     root = tmp_path / "project"
-    root.mkdir()
-    for name in ("requirements.txt", "requirements-dev.txt"):
-        (root / name).write_text("default\n")
-    for name in TEMPLATE_LOCKS:
-        (root / name).write_text("postgresql\n")
-    for _ in range(2):  # cruft re-runs the hook
-        post.select_locks(root, {"database": "postgresql"})
-        post.remove_paths(root, post.unused_paths({**post.json.loads(post.CONTEXT_JSON)}))
-    assert sorted(p.name for p in root.iterdir()) == ["requirements-dev.txt", "requirements.txt"]
-    assert {p.read_text() for p in root.iterdir()} == {"postgresql\n"}
+    fragments = {
+        "base/requirements.txt": "# runtime\n" + entry("a==1", "-r requirements.in") + entry("c==1", "a"),
+        "database-postgresql/requirements.txt": "# runtime\n"
+        + entry("b==2", "-r requirements.in")
+        + entry("c==1", "b"),
+        "base/requirements-dev.txt": "# dev\n" + entry("a==1", "d") + entry("d==3", "-r requirements-dev.in"),
+    }
+    for name, text in fragments.items():
+        (root / post.FRAGMENTS / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / post.FRAGMENTS / name).write_text(text)
+    (root / "requirements.in").write_text("a\nb\n")
+    (root / "requirements-dev.in").write_text("-r requirements.in\n-c requirements.txt\nd\n")
+    for _ in range(2):  # cruft re-runs the hook: the second run finds the locks made, the fragments gone
+        post.assemble_locks(root, context)
+        post.remove_paths(root, post.unused_paths(context))
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["requirements.in", "requirements-dev.in", *LOCKS]
+    )
+    runtime = (
+        entry("a==1", "-r requirements.in") + entry("b==2", "-r requirements.in") + entry("c==1", "a", "b")
+    )
+    assert (root / "requirements.txt").read_text() == "# runtime\n" + runtime
+    assert (root / "requirements-dev.txt").read_text() == "# dev\n" + "".join(
+        [
+            entry("a==1", "-c requirements.txt", "-r requirements.in", "d"),
+            entry("b==2", "-c requirements.txt", "-r requirements.in"),
+            entry("c==1", "-c requirements.txt", "a", "b"),
+            entry("d==3", "-r requirements-dev.in"),
+        ]
+    )
+
+
+LOCKS = ["requirements.txt", "requirements-dev.txt"]
 
 
 def test_compose_database_properties(postgresql_project):
@@ -153,16 +177,25 @@ def test_compose_database_properties(postgresql_project):
         "migrate": {"condition": "service_completed_successfully"},
     }
     assert override["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
-    # Dev mode: the app's database settings and secret; it waits for the database only, and
-    # migrates from its own (mounted) code, so it needs no production image.
+    # Dev mode: the app's database settings and secret (it extends `app`: no copy of them); it
+    # waits for the database only, and migrates from its own (mounted) code, so it needs no
+    # production image.
     dev = override["dev"]
-    assert dev["environment"] == app["environment"] and dev["secrets"] == ["db_password"]
+    assert dev["extends"] == {"file": "compose.yaml", "service": "app"}
+    assert "environment" not in dev and "secrets" not in dev
+    assert app["environment"]["DATABASE_URL"] and app["secrets"] == ["db_password"]
     assert dev["depends_on"] == {"db": {"condition": "service_healthy"}}
-    # ...then the dev stage's own server command, as the Dockerfile has it (the copy cannot drift).
+    # The dev image's command migrates, then serves: the one dev command, compose has no copy.
+    assert "command" not in dev
     dev_stage = dockerfile.lineage(dockerfile.parse(root / "Dockerfile"), "dev")
     (cmd,) = [instruction for instruction in dev_stage if instruction.keyword == "CMD"]
-    assert dev["command"][:2] == ["sh", "-c"]
-    assert dev["command"][2] == f"alembic -c app/alembic.ini upgrade head && exec {' '.join(cmd.exec_form())}"
+    assert cmd.exec_form()[:5] == [
+        "sh",
+        "-c",
+        'alembic -c app/alembic.ini upgrade head && exec "$@"',
+        "dev",
+        "uvicorn",
+    ]
 
 
 def test_a_bot_keeps_the_database_image_current(postgresql_project):

@@ -127,6 +127,33 @@ def test_choices_unchecked_where_the_template_directory_is_unknown(pre, tmp_path
     assert pre.offered_choices("") == {} == pre.offered_choices(str(tmp_path))
 
 
+def test_every_question_has_a_rule(pre):
+    """cookiecutter.json's `_options` has a rule for each question, in the questions' order."""
+    questions = [key for key in COOKIECUTTER_JSON if not key.startswith("_")]
+    assert list(COOKIECUTTER_JSON["_options"]) == questions
+    assert pre.validate(default_context()["cookiecutter"], pre.offered_choices(str(TEMPLATE))) == []
+
+
+def test_a_rule_the_hook_does_not_know_is_an_error(pre):
+    answers = default_context()["cookiecutter"]
+    answers["_options"] = {**answers["_options"], "workers": {"check": "even"}}
+    [error] = pre.validate(answers, {})
+    assert (
+        str(error)
+        == "workers '1' is not valid: cookiecutter.json's _options has no known check for it ('even')"
+    )
+
+
+@pytest.mark.parametrize(
+    "question", [k for k, v in COOKIECUTTER_JSON.items() if isinstance(v, list) and k[0] != "_"]
+)
+def test_every_choice_question_is_checked(pre, question):
+    """Each one, `database` too (the hook's own list of choice questions once left it out)."""
+    answers = default_context()["cookiecutter"]
+    [error] = pre.validate(dict(answers, **{question: "nonsense"}), pre.offered_choices(str(TEMPLATE)))
+    assert str(error).startswith(f"{question} 'nonsense' is not valid: one of "), error
+
+
 def test_booleans_must_be_booleans(pre):
     answers = default_context()["cookiecutter"]
     [error] = pre.validate(dict(answers, use_compose="maybe"), {})
@@ -160,29 +187,16 @@ def test_a_name_without_a_slug_is_the_names_error(pre):
 # ---- post_gen_project: pruning -----------------------------------------------------------------
 
 
-def test_unused_paths_follow_the_options(post):
-    answers = dict(use_compose=False, use_kubernetes=False, ci="none", installer="pip", database="none")
-    assert set(post.unused_paths(answers)) == {
-        "compose.yaml",
-        "compose.override.yaml",
-        "k8s",
-        ".github",
-        ".gitlab-ci.yml",
-        "renovate.json",
-        "requirements-build.in",
-        "requirements-build.txt",
-        *DATABASE_FILES,
-        *DATABASE_LOCKS,
+def test_unused_paths_are_the_files_of_the_answers_not_chosen(post):
+    options = {
+        "flag": {"check": "bool", "files": {"true": ["on.yaml", "on"]}},
+        "kind": {"check": "choice", "files": {"a": ["a.txt", "shared"], "b": ["shared"], "c": ["c"]}},
+        "name": {"check": "text"},
     }
-    # The template's postgresql locks are always gone afterwards (moved into place, or unused).
-    answers = dict(use_compose=True, use_kubernetes=True, ci="github", installer="uv", database="postgresql")
-    assert post.unused_paths(answers) == [".gitlab-ci.yml", "renovate.json", *DATABASE_LOCKS]
-    answers = dict(use_compose=True, use_kubernetes=True, ci="gitlab", installer="uv", database="postgresql")
-    assert post.unused_paths(answers) == [".github", *DATABASE_LOCKS]
-
-
-DATABASE_FILES = ["app/db.py", "app/items.py", "app/alembic", "app/alembic.ini"]
-DATABASE_LOCKS = ["requirements-postgresql.txt", "requirements-dev-postgresql.txt"]
+    context = {"_options": options, "flag": False, "kind": "b", "name": "x"}
+    assert post.unused_paths(context) == ["on.yaml", "on", "a.txt", "c", post.FRAGMENTS]
+    context = {"_options": options, "flag": True, "kind": "a", "name": "x"}
+    assert post.unused_paths(context) == ["c", post.FRAGMENTS]
 
 
 def test_remove_paths_is_idempotent(post, tmp_path):

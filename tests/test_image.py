@@ -154,6 +154,9 @@ def test_runs_unprivileged_and_hardened(built, cleanup):
     )
     assert int(uid) >= 10000 and int(gid) >= 10000
     assert docker("inspect", "--format", "{{.Config.User}}", tag).stdout.strip() == f"{uid}:{gid}"
+    # EXPOSE takes UVICORN_PORT's value at build time: the image documents the port it listens on.
+    exposed = json.loads(docker("inspect", "--format", "{{json .Config.ExposedPorts}}", tag).stdout)
+    assert exposed == {f"{answers['port']}/tcp": {}}
     # The process itself (PID 1, uvicorn) runs as that uid, and cannot write its code.
     status = docker("exec", name, "cat", "/proc/1/status").stdout
     assert re.search(rf"^Uid:\s+{uid}\s", status, re.MULTILINE), status

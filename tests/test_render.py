@@ -28,6 +28,7 @@ from tests.support.project import (
     case_id,
     choices,
     leftover_jinja,
+    option_files,
 )
 
 DEPLOY_QUESTIONS = ("use_compose", "use_kubernetes", "ci")
@@ -116,21 +117,22 @@ def test_dockerfile_properties(project):
     if answers["use_compose"]:
         dev = lineage(instructions, "dev")
         assert any(i.keyword == "RUN" and "requirements-dev.txt" in i.args for i in dev)
-        assert "--reload" in [i for i in dev if i.keyword == "CMD"][-1].exec_form()
+        dev_command = [i for i in dev if i.keyword == "CMD"][-1].exec_form()
+        assert dev_command[-5:] == ["uvicorn", "app.main:app", "--reload", "--reload-dir", "app"]
     # Unprivileged, numeric, >= 10000.
     [user] = [i.args for i in final if i.keyword == "USER"]
     uid, _, gid = user.partition(":")
     assert int(uid) >= 10000 and int(gid) >= 10000
     assert keywords.index("USER") > keywords.index("COPY")
-    # The chosen port everywhere it matters.
-    assert [i.args for i in final if i.keyword == "EXPOSE"] == [port]
+    # The chosen port in one place, uvicorn's own variable, which the CMDs and the probe read.
+    assert [i.args for i in final if i.keyword == "EXPOSE"] == ["${UVICORN_PORT}"]
+    env = " ".join(i.args for i in final if i.keyword == "ENV")
+    assert f"UVICORN_PORT={port}" in env and "UVICORN_HOST=0.0.0.0" in env
     [cmd] = [i for i in final if i.keyword == "CMD"]
-    command = cmd.exec_form()
-    assert command[:2] == ["uvicorn", "app.main:app"] and command[command.index("--port") + 1] == port
-    assert "--reload" not in command
+    assert cmd.exec_form() == ["uvicorn", "app.main:app"]
     [health] = [i for i in final if i.keyword == "HEALTHCHECK"]
     # The probe itself is run for real in test_production_render.py.
-    assert f"('127.0.0.1', {port})" in health.args and "GET /health " in health.args
+    assert "int(posix.environ[b'UVICORN_PORT'])" in health.args and "GET /health " in health.args
     # Probed often while starting (healthy within a second), rarely afterwards (a cost paid all day),
     # with a start period long enough for a slow host.
     timing = {flag: seconds(value) for flag, value in re.findall(r"--([a-z-]+)=([0-9.]+m?s)", health.args)}
@@ -185,25 +187,10 @@ def test_the_runtime_lock_holds_what_runs_and_the_dev_lock_the_rest(project):
 
 
 def test_option_files(project):
+    """Exactly the files its answers keep (cookiecutter.json's `_options`); the fragments are gone."""
     root, answers = project
-    present = {p.relative_to(root).parts[0] for p in files(root)}
-    assert ("compose.yaml" in present) == answers["use_compose"]
-    assert ("k8s" in present) == answers["use_kubernetes"]
-    assert (".github" in present) == (answers["ci"] == "github")
-    assert (".gitlab-ci.yml" in present) == (answers["ci"] == "gitlab")
-
-
-def expected_files(answer_set: dict) -> dict[str, bool]:
-    """Which deployment files a project of the answer set has."""
-    return {
-        "compose.yaml": answer_set["use_compose"],
-        "compose.override.yaml": answer_set["use_compose"],
-        **{f"k8s/{name}": answer_set["use_kubernetes"] for name in ["kustomization.yaml", *K8S_MANIFESTS]},
-        ".github/workflows/ci.yml": answer_set["ci"] == "github",
-        ".github/dependabot.yml": answer_set["ci"] == "github",
-        ".gitlab-ci.yml": answer_set["ci"] == "gitlab",
-        "renovate.json": answer_set["ci"] == "gitlab",
-    }
+    assert {path: (root / path).exists() for path in option_files(answers)} == option_files(answers)
+    assert not (root / "lock-fragments").exists()
 
 
 @pytest.mark.parametrize("answer_set", DEPLOY_ANSWER_SETS, ids=case_id)
@@ -223,12 +210,12 @@ def test_deployment_files_and_readme_sections_follow_the_options(rendered, answe
     assert not (root / "k8s").exists() or sorted(p.name for p in (root / "k8s").iterdir()) == sorted(
         ["kustomization.yaml", *K8S_MANIFESTS]
     )
-    for relative, wanted in expected_files(answer_set).items():
-        if wanted:
-            found = leftover_jinja((root / relative).read_text())
-            assert found is None, f"{relative}: {found!r}"
-    present = {relative: (root / relative).exists() for relative in expected_files(answer_set)}
-    assert present == expected_files(answer_set)
+    expected = option_files(answers_of(answer_set))
+    assert {path: (root / path).exists() for path in expected} == expected
+    kept = [root / path for path, wanted in expected.items() if wanted]
+    for file in [p for path in kept for p in [path, *path.rglob("*")] if p.is_file()]:
+        found = leftover_jinja(file.read_text())
+        assert found is None, f"{file.relative_to(root)}: {found!r}"
 
 
 # ---- through pytest-cookies' `cookies`, as a fork of this template extends its tests -------------

@@ -22,7 +22,7 @@ from tests.support.applog import access_log, json_lines
 from tests.support.generated import pins
 from tests.support.net import free_port
 from tests.support.polling import get, urlopen
-from tests.support.project import COOKIECUTTER_JSON, DATABASE_ANSWER_SETS, SERVICE, bake, make
+from tests.support.project import COOKIECUTTER_JSON, DATABASE_ANSWER_SETS, LOCK_FRAGMENTS, bake, make
 
 ANSWER_SETS = [
     {},
@@ -52,6 +52,8 @@ def test_make_help_lists_every_target(project, venv):
 
 
 OURS = f"{sys.version_info[0]}.{sys.version_info[1]}"
+# The oldest offered Python: the locks' floor (scripts/relock), so one lock serves every version.
+FLOOR = min(COOKIECUTTER_JSON["python_version"], key=lambda v: tuple(map(int, v.split("."))))
 
 
 @pytest.mark.parametrize("image_python", sorted({COOKIECUTTER_JSON["python_version"][0], OURS}))
@@ -105,8 +107,9 @@ def test_smoke_test_removes_the_container_when_docker_run_fails(project, venv, t
     assert f"rm --force {name}" in lines, lines
 
 
-def assert_make_lock_keeps_the_pins(project: Path, venv: Path) -> None:
-    """`make lock` in project succeeds and changes no pinned version or hash of its locks."""
+def assert_make_lock_keeps_the_pins(project: Path, venv: Path, floor: bool = False) -> None:
+    """`make lock` in project succeeds and changes no pinned version or hash of its locks; at the
+    floor (the oldest offered Python, the fragments' own), it writes exactly the assembled locks."""
     before = {n: (project / n).read_text() for n in ("requirements.txt", "requirements-dev.txt")}
     env = {"SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE") or os.environ.get("PIP_CERT", "")}
     result = make(project, venv, "lock", **{k: v for k, v in env.items() if v})
@@ -114,19 +117,21 @@ def assert_make_lock_keeps_the_pins(project: Path, venv: Path) -> None:
     for name, text in before.items():
         # The shipped lock's floor is the oldest offered Python, the project's is its own: the
         # "via" comments and markers may differ, the pinned versions and hashes must not.
-        after = pins((project / name).read_text())
-        assert after == pins(text), f"`make lock` changed the pins of {name}: the lock is stale"
+        after = (project / name).read_text()
+        assert pins(after) == pins(text), f"`make lock` changed the pins of {name}: the lock is stale"
+        assert not floor or after == text, f"`make lock` rewrote {name}: the fragments do not add up"
 
 
 def test_make_lock_reproduces_the_committed_lock(project, venv):
-    assert_make_lock_keeps_the_pins(project, venv)
+    floor = f"--python-version {FLOOR}" in (project / "Makefile").read_text()
+    assert_make_lock_keeps_the_pins(project, venv, floor)
 
 
 # A database URL nothing answers at (port 1 of the loopback refuses connections).
 CLOSED_DATABASE = "postgresql+psycopg://app@127.0.0.1:1/app"
 
 
-# ---- the database option: its own locks (the post-gen hook moves them into place) -------------
+# ---- the database option: its lock fragment (the post-gen hook assembles the locks) -----------
 
 
 def test_postgresql_project_lints_and_tests_without_a_database(tmp_path, postgresql_venv):
@@ -163,13 +168,13 @@ def test_a_streamed_body_over_the_limit_is_refused_while_it_is_sent(tmp_path, po
 def test_make_lock_reproduces_the_committed_postgresql_locks(tmp_path, postgresql_venv):
     # At the shipped locks' floor (3.11, the oldest offered Python): no pin there is for older ones only.
     project = bake(tmp_path, database="postgresql", python_version="3.11")
-    assert_make_lock_keeps_the_pins(project, postgresql_venv)
+    assert_make_lock_keeps_the_pins(project, postgresql_venv, floor=True)
 
 
 @pytest.mark.parametrize("python", COOKIECUTTER_JSON["python_version"])
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
-# The runtime lock of each `database` answer (the post-gen hook picks one).
-@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-postgresql.txt"])
+# Every runtime lock fragment (the image installs them; the post-gen hook assembles them).
+@pytest.mark.parametrize("lock", [p.parent.name for p in sorted(LOCK_FRAGMENTS.glob("*/requirements.txt"))])
 def test_lock_has_wheels_for_every_offered_python(tmp_path, python, arch, lock):
     command = [
         sys.executable,
@@ -195,11 +200,13 @@ def test_lock_has_wheels_for_every_offered_python(tmp_path, python, arch, lock):
         "--dest",
         str(tmp_path),
         "-r",
-        str(SERVICE / lock),
+        str(LOCK_FRAGMENTS / lock / "requirements.txt"),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    pinned = [line for line in (SERVICE / lock).read_text().splitlines() if "==" in line]
+    pinned = [
+        line for line in (LOCK_FRAGMENTS / lock / "requirements.txt").read_text().splitlines() if "==" in line
+    ]
     # A pin for other platforms only (psycopg's tzdata is for Windows) is not one of Linux's.
     linux = {"sys_platform": "linux", "platform_machine": arch, "python_version": python}
     pinned = [p for p in pinned if ";" not in p or Marker(p.split(";")[1].rstrip(" \\")).evaluate(linux)]

@@ -15,6 +15,10 @@ from pathlib import Path
 TEMPLATE = Path(__file__).resolve().parents[2]  # the repository root: cookiecutter.json, hooks/, ...
 SERVICE = TEMPLATE / "{{cookiecutter.__project_dir}}"  # the generated service's template tree
 COOKIECUTTER_JSON: dict = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+# Each question's rule: its check, the files each answer keeps, the answers with lock fragments.
+OPTIONS: dict = COOKIECUTTER_JSON["_options"]
+# The generated service's lock fragments, which the post-gen hook assembles into its locks.
+LOCK_FRAGMENTS = SERVICE / "lock-fragments"
 BIN = Path(sys.executable).parent  # the running venv's tools: ruff, hadolint, checkov, ...
 # Jinja that survived rendering; GitHub's ${{ expr }} and Go's {{.Field}} templates are legitimate.
 LEFTOVER_JINJA = re.compile(r"(?<!\$)\{\{\s*[A-Za-z_]|\{%|\{#|cookiecutter")
@@ -48,6 +52,17 @@ def defaults() -> dict:
 def answers_of(answer_set: dict) -> dict:
     """The full answers of an answer set: cookiecutter.json's defaults overridden by it."""
     return {**defaults(), **answer_set}
+
+
+def option_files(answers: dict) -> dict[str, bool]:
+    """{path: whether a project of these full answers has it} of every path an answer keeps (OPTIONS)."""
+    found = {}
+    for question, rule in OPTIONS.items():
+        value = answers.get(question)
+        answer = json.dumps(value) if isinstance(value, bool) else str(value)
+        for paths in rule.get("files", {}).values():
+            found.update({path: path in rule["files"].get(answer, []) for path in paths})
+    return found
 
 
 def case_id(answer_set: dict) -> str:
