@@ -80,6 +80,7 @@ app.add_middleware(
     logs.RequestLogMiddleware,
     access_log=settings.access_log,
     log_probes=settings.log_health_checks,
+    max_body_size=settings.max_body_size,
 )
 {%- if cookiecutter.database == "postgresql" %}
 app.include_router(

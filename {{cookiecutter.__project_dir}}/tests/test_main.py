@@ -152,7 +152,8 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(test_routes) -> None
     too_large = b" " * (settings.max_body_size + 1)
     # Its Content-Length says so: refused before a byte is read.
     response = client.post("/test/echo", content=too_large)
-    assert response.status_code == 413
+    assert response.status_code == 413 and response.json() == {"detail": "Content Too Large"}
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
 
     def chunks():  # a chunked body (no Content-Length): refused once past the limit
         for _ in range(100):
