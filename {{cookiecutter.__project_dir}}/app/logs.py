@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from urllib.parse import quote, quote_from_bytes
 
 from pythonjsonlogger.core import RESERVED_ATTRS
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -85,12 +86,13 @@ def configure(settings: Settings) -> None:
     )
 
 
-TOO_LARGE = JSONResponse({"detail": "Content Too Large"}, status_code=413)
+TOO_LARGE_DETAIL = "Content Too Large"
+TOO_LARGE = JSONResponse({"detail": TOO_LARGE_DETAIL}, status_code=413)
 
 
 class RequestLogMiddleware:
-    """Sets the request id for the request's log lines, returns it as X-Request-ID, and writes
-    the request's access line once it is answered.
+    """Sets the request id for the request's log lines, returns it as X-Request-ID, refuses a
+    body over the limit, and writes the request's access line once it is answered.
 
     Plain ASGI (no BaseHTTPMiddleware and its extra task per request): it runs on every request.
     """
@@ -100,7 +102,7 @@ class RequestLogMiddleware:
         app: ASGIApp,
         access_log: bool = True,
         log_probes: bool = False,
-        max_body_size: int | None = None,
+        max_body_size: int = 1024 * 1024,
     ) -> None:
         self.app = app
         self.access_log = access_log
@@ -128,15 +130,24 @@ class RequestLogMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), header]}
             await send(message)
 
-        app = self.app
+        # The body limit (MAX_BODY_SIZE), here so that its 413 is JSON with the request's id and
+        # access line, like every other error: FastAPI's own (max_body_size) answers a declared
+        # Content-Length in plain text from outside the app's middleware, without either.
+        app, received = self.app, 0
         declared = headers.get(b"content-length", b"")
-        if self.max_body_size is not None and declared.isdigit() and int(declared) > self.max_body_size:
-            # Refused unread, here so that the 413 is JSON with its id and access line: FastAPI's
-            # limit (app/main.py), which also stops chunked bodies, answers this case in plain
-            # text from outside the app's middleware.
-            app = TOO_LARGE
+        if declared.isdigit() and int(declared) > self.max_body_size:
+            app = TOO_LARGE  # refused unread
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_size:  # a chunked body, stopped as it grows
+                raise HTTPException(413, TOO_LARGE_DETAIL)
+            return message
+
         try:
-            await app(scope, receive, send_with_id)
+            await app(scope, receive_within_limit, send_with_id)
         finally:
             if self.access_log:
                 self.log(scope, status, time.perf_counter() - started)

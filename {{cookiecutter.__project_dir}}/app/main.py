@@ -72,9 +72,6 @@ app = FastAPI(
     version=__version__,
     lifespan=lifespan,
     generate_unique_id_function=operation_id,
-    # FastAPI's own limit: a larger body gets 413 as soon as it is known to be larger (from its
-    # Content-Length, or while a chunked body streams in), not once it is all in memory.
-    max_body_size=settings.max_body_size,
 )
 app.add_middleware(
     logs.RequestLogMiddleware,
