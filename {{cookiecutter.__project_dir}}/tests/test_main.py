@@ -7,9 +7,7 @@ import re
 {%- if cookiecutter.database == "postgresql" %}
 import socket
 {%- endif %}
-{%- if cookiecutter.use_kubernetes or cookiecutter.database == "postgresql" %}
 from pathlib import Path
-{%- endif %}
 
 import pytest
 from fastapi.testclient import TestClient
@@ -187,6 +185,16 @@ def test_a_500_carries_the_request_id_and_logs_it(test_routes, json_logs) -> Non
     assert response.json() == {"detail": "Internal Server Error"}
     (access,) = [line for line in json_logs() if line["logger"] == "app.access"]
     assert access["status"] == 500 and access["request_id"] == "bug-1"
+
+
+def test_the_example_dotenv_names_settings_at_their_defaults() -> None:
+    """.env.example is where a newcomer learns the settings: each name is one, at its default."""
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    lines = [line for line in example.read_text().splitlines() if line and line[0] != "#"]
+    names = {line.partition("=")[0].lower() for line in lines}
+    fields = {field.validation_alias or name for name, field in Settings.model_fields.items()}
+    assert names <= fields, names - fields
+    assert Settings(_env_file=example) == Settings(_env_file=None)
 
 
 @pytest.fixture
