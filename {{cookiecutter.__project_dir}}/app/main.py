@@ -4,9 +4,7 @@ Its settings are app/settings.py's; uvicorn reads its own from the environment (
 WEB_CONCURRENCY: see the README).
 """
 
-{% if cookiecutter.database == "postgresql" -%}
 import asyncio
-{% endif -%}
 import json
 import logging
 import warnings
@@ -47,7 +45,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.probe_engine = db.probe_engine(settings)
 {%- endif %}
     logger.info("%s %s ready", app.title, app.version)
+    flusher = asyncio.create_task(logs.flush_access_log())
     yield
+    flusher.cancel()  # its last flush writes out what is left
+    await asyncio.wait([flusher])
 {%- if cookiecutter.database == "postgresql" %}
     await app.state.engine.dispose()
     await app.state.probe_engine.dispose()
