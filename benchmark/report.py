@@ -1,0 +1,111 @@
+"""results.md: every metric of every variant, then the targets (docs/benchmark.md) met or not."""
+
+import operator
+import statistics
+from typing import NamedTuple
+
+
+class Metric(NamedTuple):
+    key: str
+    label: str
+    decimals: int
+    image: bool = False  # a property of the image: shown for the variant that built it
+    optional: bool = False  # None without a HEALTHCHECK (the tutorial) or a cgroup readable on this host
+
+
+METRICS = [
+    Metric("image_mb", "image size (MB)", 1, image=True),
+    Metric("cold_build_s", "cold build (s)", 1, image=True),
+    Metric("start_to_first_ok_s", "process start -> first 200 from /health (s)", 2),
+    Metric("start_to_healthy_s", "process start -> Docker `healthy` (s)", 2, optional=True),
+    Metric("probe_cpu_ms", "CPU time of one health probe (ms)", 1, optional=True),
+    Metric("rps", "GET / requests/s", 0),
+    Metric("p50_ms", "GET / latency p50 (ms)", 1),
+    Metric("p99_ms", "GET / latency p99 (ms)", 1),
+    Metric("errors", "errors (non-2xx + socket)", 0),
+    Metric("cpu_us_per_request", "CPU time per request (us)", 0, optional=True),
+    Metric("log_lines_per_request", "log lines per request", 2),
+    Metric("mem_idle_mib", "memory idle (MiB)", 1),
+    Metric("mem_load_mib", "memory under load (MiB)", 1),
+    Metric("stop_s", "docker stop (s)", 2),
+]
+OPS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+
+
+def numbers(runs: list[dict], key: str) -> list[float]:
+    return [run[key] for run in runs if isinstance(run.get(key), int | float)]
+
+
+def cell(values: list[float], decimals: int) -> str:
+    """The median, and (min-max) when there is more than one value; n/a for none."""
+    if not values:
+        return "n/a"
+    text = f"{statistics.median(values):.{decimals}f}"
+    return text + (f" ({min(values):.{decimals}f}-{max(values):.{decimals}f})" if len(values) > 1 else "")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        " | ".join(text.ljust(width) for text, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    return "\n".join(f"| {line} |" for line in [lines[0], " | ".join("-" * w for w in widths), *lines[1:]])
+
+
+def targets(variants: dict[str, dict], dev: dict) -> list[tuple[str, float | None, str | None, float]]:
+    """(what, measured, comparison, target) from the medians; without a comparison: shown, not judged."""
+
+    def med(key: str, variant: str = "default") -> float | None:
+        values = numbers(variants[variant]["runs"], key)
+        return statistics.median(values) if values else None
+
+    def ratio(key: str, variant: str, to: str = "default") -> float | None:
+        value, base = med(key, variant), med(key, to)
+        return None if value is None or not base else value / base
+
+    quiet = ratio("cpu_us_per_request", "no_access_log")
+    errors = [numbers(v["runs"], "errors") for v in variants.values()]
+    return [
+        ("requests/s: defaults (log on) / tutorial (x)", ratio("rps", "default", "baseline"), ">=", 2.5),
+        ("GET / latency p99: defaults / tutorial (x)", ratio("p99_ms", "default", "baseline"), "<=", 0.5),
+        ("CPU time per request: JSON logs / text (x)", ratio("cpu_us_per_request", "json_logs"), "<=", 1.1),
+        ("CPU time of one health probe (ms)", med("probe_cpu_ms"), "<=", 30),
+        ("access log off: log lines per request", med("log_lines_per_request", "no_access_log"), "<=", 0),
+        ("access log: its share of the CPU time per request (%)", quiet and 100 * (1 - quiet), None, 0),
+        ("requests/s: access log off / on (x)", ratio("rps", "no_access_log"), None, 0),
+        ("errors under load, every variant", sum(map(sum, errors)), "<=", 0),
+        ("process start -> first 200 (s)", med("start_to_first_ok_s"), "<", 1),
+        ("process start -> Docker `healthy` (s)", med("start_to_healthy_s"), "<", 1),
+        ("docker stop (s)", med("stop_s"), "<", 1),
+        ("dev loop: save -> new response served, median (s)", dev["median_s"], "<", 1),
+        ("dev loop: save -> new response served, slowest (s)", dev["max_s"], None, 0),
+        ("dev loop: connections refused or reset while polling", dev["refused"], "<=", 0),
+    ]  # fmt: skip
+
+
+def markdown(document: dict) -> str:
+    env, variants = document["environment"], document["variants"]
+
+    def shown(m: Metric, v: dict) -> str:
+        return f"= {variants[v['image_of']]['label']}" if m.image and v["image_of"] else cell(
+            numbers(v["runs"], m.key), m.decimals)  # fmt: skip
+
+    results = [[m.label, *(shown(m, v) for v in variants.values())] for m in METRICS]
+    judged = []
+    for what, value, op, limit in targets(variants, document["dev_loop"]):
+        met = "" if not op else "n/a" if value is None else "yes" if OPS[op](value, limit) else "NO"
+        judged.append(
+            [what, "n/a" if value is None else f"{value:.3g}", f"{op} {limit:g}" if op else "", met]
+        )
+    runs = env["settings"]["runs"]
+    return "\n\n".join([
+        "# Benchmark results",
+        f"`{env['command']}` on {env['date']} (commit {env['commit']}), {env['wall_s'] / 60:.1f} min; "
+        f"{env['machine']}; Docker {env['docker']}; {env['wrk']}; load {env['loadavg'][0]:.2f} at the "
+        f"start, {env['loadavg'][1]:.2f} at the end. What is measured, how, and why these targets: "
+        "[benchmark.md](../benchmark.md); every run's numbers and the package versions: results.json.",
+        f"Median of {runs} run(s){' (min-max)' if runs > 1 else ''}:",
+        table(["metric", *(v["label"] for v in variants.values())], results),
+        table(["target (medians of the template defaults)", "measured", "target", "met"], judged),
+    ]) + "\n"  # fmt: skip
