@@ -167,8 +167,8 @@ def test_the_app_started_without_its_database_is_live_not_ready_then_ready_and_w
 
 # A migration a developer adds to the working copy while dev mode runs.
 ADDED_MIGRATION = """\
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -196,13 +196,13 @@ def test_dev_mode_serves_on_the_database_with_the_working_copy_s_migrations(stac
     assert sorted(services) == ["db", "dev"]
     status, item = request_json("POST", stack.url("/items"), {"name": "in dev mode"})
     assert status == 201 and request_json("GET", stack.url(f"/items/{item['id']}")) == (200, item)
-    added = stack.root / "app" / "alembic" / "versions" / "20260102_0002_dev_mode.py"
+    added = stack.root / "app" / "alembic" / "versions" / "20260301_0003_dev_mode.py"
     added.write_text(ADDED_MIGRATION)
     try:
         stack.compose("restart", "dev")
         wait_until("dev's /ready after the restart", ready, (200, {"status": "ok"}).__eq__, 120)
         current = stack.compose("exec", "dev", "alembic", "-c", "app/alembic.ini", "current")
-        assert "0002 (head)" in current.stdout, current.stdout + current.stderr
+        assert "0003 (head)" in current.stdout, current.stdout + current.stderr
     finally:
         added.unlink()
 

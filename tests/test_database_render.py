@@ -86,8 +86,9 @@ def test_postgresql_has_its_files_locks_dependencies_and_readme_section(postgres
     root = postgresql_project
     present = files(root)
     assert set(DATABASE_FILES) <= present
-    assert [p for p in present if p.startswith("app/alembic/versions/")] == [
-        "app/alembic/versions/20260101_0001_create_items.py"
+    assert sorted(p for p in present if p.startswith("app/alembic/versions/")) == [
+        "app/alembic/versions/20260101_0001_create_items.py",
+        "app/alembic/versions/20260201_0002_bigint_item_ids.py",
     ]
     assert not set(TEMPLATE_LOCKS) & present, "the template's postgresql locks are moved into place"
     for template_lock, project_lock in TEMPLATE_LOCKS.items():

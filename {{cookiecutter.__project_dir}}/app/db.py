@@ -40,10 +40,38 @@ def engine(settings: Settings) -> AsyncEngine:
     """The pool: it connects on first use, so the app starts (and is live) with the database down.
 
     pool_pre_ping replaces a connection the server closed (a restart, a failover) before it is
-    handed out; connect_timeout bounds a connection attempt to an unreachable host.
+    handed out. The timeouts (settings) bound every wait on the database, so an outage or an
+    overload answers 503 in seconds (app/main.py) instead of queueing requests for half a minute.
+    hide_parameters keeps request data (the statements' values) out of errors and logs.
+    """
+    # The server cancels a statement running longer than this (milliseconds, as it counts).
+    statement_timeout = round(settings.database_statement_timeout * 1000)
+    return create_async_engine(
+        url(settings),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args={
+            "connect_timeout": settings.database_connect_timeout,
+            "options": f"-c statement_timeout={statement_timeout}",
+        },
+    )
+
+
+def probe_engine(settings: Settings) -> AsyncEngine:
+    """/ready's own single connection: a pool saturated by requests cannot starve the probe.
+
+    A busy pod whose database is fine stays ready; one connection per process, kept open.
     """
     return create_async_engine(
-        url(settings), pool_pre_ping=True, connect_args={"connect_timeout": 5}
+        url(settings),
+        pool_size=1,
+        max_overflow=0,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args={"connect_timeout": settings.database_connect_timeout},
     )
 
 

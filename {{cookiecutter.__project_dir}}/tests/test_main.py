@@ -13,18 +13,32 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel, Field
+{%- if cookiecutter.database == "postgresql" %}
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+{%- endif %}
 
 {% if cookiecutter.database == "postgresql" -%}
-from app import __version__, db, logs
+from app import __version__, db, items, logs
 from app.main import app
 from app.settings import Settings, settings
 {%- else -%}
 from app import __version__, logs
 from app.main import app
-from app.settings import Settings
+from app.settings import Settings, settings
 {%- endif %}
 
 client = TestClient(app)
+{%- if cookiecutter.database == "postgresql" %}
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+{%- endif %}
 
 
 def test_root_says_hello() -> None:
@@ -40,19 +54,60 @@ def test_health_is_ok_for_get_and_head() -> None:
     assert client.head("/health").status_code == 200
 
 
+# Every path, and the methods it answers (Allow lists them all, in this order).
+PATHS = {
+    "/": "GET, HEAD",
+    "/health": "GET, HEAD",
+{%- if cookiecutter.database == "postgresql" %}
+    "/ready": "GET, HEAD",
+    "/items": "GET, HEAD, POST",
+    "/items/1": "GET, HEAD",
+{%- endif %}
+}
+
+
+@pytest.fixture
+def running(monkeypatch):
+    """A client of the app with its lifespan run{% if cookiecutter.database == "postgresql" %}, and its database down{% endif %}."""
+{%- if cookiecutter.database == "postgresql" %}
+    url = f"postgresql+psycopg://app@127.0.0.1:{closed_port()}/app"
+    monkeypatch.setattr(settings, "database_url", url)
+{%- endif %}
+    with TestClient(app) as started:
+        yield started
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_head_wherever_get_and_allow_names_every_method(running, path: str) -> None:
+    get, head = running.get(path), running.head(path)
+    assert head.status_code == get.status_code and head.content == b""
+    response = running.options(path)
+    assert response.status_code == 405 and response.headers["Allow"] == PATHS[path]
+
+
 def test_openapi_names_the_service_and_its_version() -> None:
     info = client.get("/openapi.json").json()["info"]
     assert info["title"] == "{{ cookiecutter.project_name }}"
     assert info["version"] == __version__
 
 
+def test_openapi_has_one_operation_per_method_with_unique_ids() -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    operations = [(path, method) for path, methods in paths.items() for method in methods]
+    ids = [paths[path][method]["operationId"] for path, method in operations]
+    assert len(ids) == len(set(ids)), ids
+    # HEAD is implied by GET (RFC 9110): documenting it would repeat GET's operation.
+    assert all(method != "head" for _, method in operations)
+
+
 def test_request_id_is_taken_from_the_request_or_made_up() -> None:
     assert client.get("/", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
     made_up = client.get("/").headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", made_up)
-    # A header that could forge log lines is replaced, not echoed.
-    forged = client.get("/", headers={"X-Request-ID": "x\tINFO: fake"}).headers["X-Request-ID"]
-    assert re.fullmatch(r"[0-9a-f]{32}", forged)
+    # A header that could forge log lines, or is not ASCII, is replaced, not echoed.
+    for given in ("x\tINFO: fake", "café".encode(), "١٢٣".encode()):
+        replaced = client.get("/", headers={"X-Request-ID": given}).headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{32}", replaced), given
 
 
 def test_settings_come_from_the_environment_and_dotenv(monkeypatch, tmp_path) -> None:
@@ -61,43 +116,125 @@ def test_settings_come_from_the_environment_and_dotenv(monkeypatch, tmp_path) ->
     assert Settings().log_format == "json" and Settings().log_health_checks is True
     monkeypatch.setenv("LOG_FORMAT", "text")  # the environment wins over .env
     assert Settings().log_format == "text"
+    monkeypatch.setenv("UVICORN_ACCESS_LOG", "false")
+    monkeypatch.setenv("MAX_BODY_SIZE", "2048")
+    assert Settings().access_log is False and Settings().max_body_size == 2048
     monkeypatch.setenv("LOG_FORMAT", "xml")
     with pytest.raises(ValueError, match="log_format"):
         Settings()
+
+
+class Order(BaseModel):
+    name: str = Field(min_length=2)
+    count: int
+
+
+async def echo(order: Order) -> Order:
+    return order
+
+
+async def fail() -> None:
+    raise RuntimeError("a bug")
+
+
+@pytest.fixture
+def test_routes():
+    """The tests' own routes, on the app for one test: one reading a body, one failing."""
+    before = list(app.router.routes)
+    app.add_api_route("/test/echo", echo, methods=["POST"])
+    app.add_api_route("/test/fail", fail, methods=["GET"])
+    yield
+    app.router.routes[:] = before
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(test_routes) -> None:
+    assert client.post("/test/echo", json={"name": "ok", "count": 1}).status_code == 200
+    too_large = b" " * (settings.max_body_size + 1)
+    # Its Content-Length says so: refused before a byte is read.
+    response = client.post("/test/echo", content=too_large)
+    assert response.status_code == 413
+
+    def chunks():  # a chunked body (no Content-Length): refused once past the limit
+        for _ in range(100):
+            yield b" " * (64 * 1024)
+
+    response = client.post("/test/echo", content=chunks())
+    assert response.status_code == 413 and response.json() == {"detail": "Content Too Large"}
+
+
+def test_invalid_input_is_a_small_422_that_does_not_echo_it(test_routes) -> None:
+    big = "A" * 500_000
+    response = client.post("/test/echo", json={"name": "x", "count": big})
+    assert response.status_code == 422 and len(response.content) < 1000
+    name, count = response.json()["detail"]
+    assert name == {
+        "loc": ["body", "name"],
+        "msg": "String should have at least 2 characters",
+        "type": "string_too_short",
+    }
+    assert count["loc"] == ["body", "count"] and set(count) == {"loc", "msg", "type"}
+    # Text JSON can carry but not encode (a lone surrogate) is a 422 too, not a 500.
+    body = b'{"name": "\\ud800", "count": "\\udfff"}'
+    response = client.post("/test/echo", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+
+
+def test_a_500_carries_the_request_id_and_logs_it(test_routes, json_logs) -> None:
+    failing = TestClient(app, raise_server_exceptions=False)
+    response = failing.get("/test/fail", headers={"X-Request-ID": "bug-1"})
+    assert response.status_code == 500 and response.headers["X-Request-ID"] == "bug-1"
+    assert response.json() == {"detail": "Internal Server Error"}
+    (access,) = [line for line in json_logs() if line["logger"] == "app.access"]
+    assert access["status"] == 500 and access["request_id"] == "bug-1"
 
 
 @pytest.fixture
 def json_logs():
     """LOG_FORMAT=json for one test; a function returning the lines logged so far, parsed."""
     logs.configure(Settings(log_format="json"))
-    logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    logging.getLogger("app.access").setLevel(logging.INFO)
     stream = io.StringIO()
-    (handler,) = logging.getLogger("uvicorn").handlers  # the one handler every logger shares
-    handler.setStream(stream)
+    for name in ("uvicorn", "app.access"):  # the handlers every logger shares
+        for handler in logging.getLogger(name).handlers:
+            handler.setStream(stream)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logs.configure(Settings())
+    logs.configure(settings)
 
 
-def test_json_logs_carry_the_request_id_and_skip_health_probes(json_logs) -> None:
-    access = logging.getLogger("uvicorn.access")
-    token = logs.request_id.set("req-1")
-    try:
-        # uvicorn's access record: (client, method, path, HTTP version, status)
-        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/", "1.1", 200)
-        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/health", "1.1", 200)
-{%- if cookiecutter.database == "postgresql" %}
-        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/ready", "1.1", 503)
-{%- endif %}
-        logging.getLogger("app.main").warning("from the app")
-    finally:
-        logs.request_id.reset(token)
-    lines = json_logs()
-    assert [line["message"] for line in lines] == [
-        '127.0.0.1:5000 - "GET / HTTP/1.1" 200',
-        "from the app",
-    ]
-    assert all(line["request_id"] == "req-1" for line in lines)
-    assert lines[1]["level"] == "WARNING" and lines[1]["logger"] == "app.main"
+def test_one_access_line_per_request_with_status_duration_and_request_id(json_logs) -> None:
+    client.get("/?page=2", headers={"X-Request-ID": "req-1"})
+    # uvicorn's own access logger writes nothing: the app's line replaces it.
+    logging.getLogger("uvicorn.access").info("uvicorn's line")
+    logging.getLogger("app.main").warning("from the app")
+    (access, app_line) = json_logs()
+    assert access["logger"] == "app.access" and access["request_id"] == "req-1"
+    assert access["message"].startswith('testclient:50000 - "GET /?page=2 HTTP/1.1" 200 ')
+    assert access["status"] == 200 and access["duration_ms"] >= 0
+    assert app_line["level"] == "WARNING" and app_line["logger"] == "app.main"
+
+
+def test_probes_are_not_logged_under_any_root_path(running, json_logs) -> None:
+    # As uvicorn serves under UVICORN_ROOT_PATH: the path includes the root path.
+    behind_a_proxy = TestClient(app, root_path="/api", base_url="http://testserver/api")
+    for path in logs.PROBES:
+        assert behind_a_proxy.get(path).status_code in {200, 503}
+        assert running.head(path).status_code in {200, 503}
+    assert behind_a_proxy.get("/").status_code == 200
+    access = [line["message"] for line in json_logs() if line["logger"] == "app.access"]
+    assert [line.split('"')[1] for line in access] == ["GET /api/ HTTP/1.1"]
+
+
+async def no_content(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+def test_the_access_log_switches_off(json_logs, access_log: bool) -> None:
+    served = logs.RequestLogMiddleware(no_content, access_log=access_log)
+    response = TestClient(served).get("/", headers={"X-Request-ID": "quiet-1"})
+    assert response.headers["X-Request-ID"] == "quiet-1"
+    assert len(json_logs()) == access_log
 {%- if cookiecutter.use_kubernetes %}
 
 
@@ -113,20 +250,141 @@ def test_kubernetes_deploys_this_version() -> None:
 # the template's deploy tests; these need no database.
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on: connections to it are refused at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def test_without_a_database_the_app_is_live_but_not_ready(running) -> None:
+    assert running.get("/health").json() == {"status": "ok"}
+    response = running.get("/ready")
+    assert response.status_code == 503 and response.json() == {"status": "unavailable"}
 
 
-def test_without_a_database_the_app_is_live_but_not_ready(monkeypatch) -> None:
-    url = f"postgresql+psycopg://app@127.0.0.1:{closed_port()}/app"
-    monkeypatch.setattr(settings, "database_url", url)
-    with TestClient(app) as running:  # runs the lifespan: the pool is made, nothing connects
-        assert running.get("/health").json() == {"status": "ok"}
-        response = running.get("/ready")
-        assert response.status_code == 503 and response.json() == {"status": "unavailable"}
+def test_without_a_database_requests_get_503_and_one_log_line_each(running, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    for method, path, body in [
+        ("POST", "/items", {"name": "private words"}),
+        ("GET", "/items/1", None),
+        ("GET", "/items", None),
+    ]:
+        caplog.clear()
+        response = running.request(method, path, json=body)
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == str(settings.retry_after)
+        assert response.json() == {"detail": "the database is unavailable: retry later"}
+        # The server's lines but the access line (the test client, httpx, logs its own).
+        (line,) = [r for r in caplog.records if not r.name.startswith(("app.access", "httpx"))]
+        assert line.levelname == "WARNING" and line.exc_info is None
+        assert line.getMessage().startswith(f"database unavailable: {method} {path}: ")
+        assert "private" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PoolTimeoutError("QueuePool limit of size 5 overflow 10 reached"),
+        OperationalError("SELECT", {}, Exception("canceling statement due to statement timeout")),
+    ],
+)
+def test_an_exhausted_pool_or_a_cancelled_statement_is_a_503(error) -> None:
+    async def unavailable():
+        raise error
+        yield  # a generator, like the session it replaces
+
+    app.dependency_overrides[db.session] = unavailable
+    try:
+        response = client.get("/items/1")
+    finally:
+        app.dependency_overrides.clear()
+    assert response.status_code == 503 and response.headers["Retry-After"]
+
+
+def test_other_database_errors_are_bugs_answered_500() -> None:
+    async def broken():
+        raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+        yield
+
+    app.dependency_overrides[db.session] = broken
+    try:
+        response = TestClient(app, raise_server_exceptions=False).get("/items/1")
+    finally:
+        app.dependency_overrides.clear()
+    assert response.status_code == 500
+
+
+def test_ready_asks_on_a_connection_of_its_own(running, monkeypatch) -> None:
+    """A pool busy with requests cannot starve /ready: it does not borrow from it."""
+
+    class Exhausted:
+        def connect(self):
+            raise AssertionError("/ready borrowed from the requests' pool")
+
+        async def dispose(self) -> None:
+            pass
+
+    monkeypatch.setattr(app.state, "engine", Exhausted())
+    assert running.get("/ready").json() == {"status": "unavailable"}  # closed port
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/items/9223372036854775807", 503),  # the largest BIGINT: asked of the database
+        ("/items/9223372036854775808", 422),
+        ("/items/0", 422),
+        ("/items?limit=101", 422),
+        ("/items?after=-1", 422),
+    ],
+)
+def test_ids_and_pages_are_bounded_before_the_database(running, path, status) -> None:
+    assert running.get(path).status_code == status
+
+
+@pytest.mark.parametrize("name", ["a\u0000b", "\ud800", "a" * 201, ""])
+def test_names_the_database_cannot_store_are_422(running, name) -> None:
+    body = json.dumps({"name": name})  # escapes the lone surrogate, as clients send it
+    headers = {"Content-Type": "application/json"}
+    response = running.post("/items", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+
+
+class FakeSession:
+    """Stands in for the database: the row gets the id the database would give it."""
+
+    def add(self, row) -> None:
+        self.row = row
+
+    async def commit(self) -> None:
+        self.row.id = 7
+
+
+def test_a_created_item_is_201_with_its_location_under_the_root_path() -> None:
+    async def fake():
+        yield FakeSession()
+
+    app.dependency_overrides[db.session] = fake
+    try:
+        behind_a_proxy = TestClient(app, root_path="/api", base_url="http://testserver/api")
+        response = behind_a_proxy.post("/items", json={"name": "seven"})
+    finally:
+        app.dependency_overrides.clear()
+    assert response.status_code == 201 and response.json() == {"name": "seven", "id": 7}
+    assert response.headers["Location"] == "/api/items/7"
+
+
+def test_the_model_s_ids_are_bigint() -> None:
+    assert str(items.Item.__table__.c.id.type) == "BIGINT"
+
+
+def test_the_pool_and_its_timeouts_come_from_the_settings() -> None:
+    engine = db.engine(
+        Settings(
+            database_pool_size=3,
+            database_max_overflow=1,
+            database_pool_timeout=0.5,
+            database_statement_timeout=1.5,
+        )
+    )
+    assert (engine.pool.size(), engine.pool._max_overflow, engine.pool._timeout) == (3, 1, 0.5)
+    assert engine.sync_engine.hide_parameters
+    probe = db.probe_engine(Settings())
+    assert (probe.pool.size(), probe.pool._max_overflow) == (1, 0)
 
 
 def test_the_password_comes_from_its_file_and_is_never_shown(tmp_path: Path) -> None:
@@ -144,6 +402,17 @@ def test_the_password_comes_from_its_file_and_is_never_shown(tmp_path: Path) -> 
 def test_database_settings_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@h:5433/d")
     monkeypatch.setenv("DATABASE_PASSWORD_FILE", "/run/secrets/db_password")
+    monkeypatch.setenv("DATABASE_POOL_TIMEOUT", "2.5")
     assert Settings().database_url == "postgresql+psycopg://u@h:5433/d"
     assert Settings().database_password_file == Path("/run/secrets/db_password")
+    assert Settings().database_pool_timeout == 2.5
+    # Empty is unset (not the current directory), as templates and unset variables leave it.
+    monkeypatch.setenv("DATABASE_PASSWORD_FILE", "")
+    assert Settings().database_password_file is None
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg"])
+def test_the_urls_providers_hand_out_use_psycopg(scheme: str) -> None:
+    url = db.url(Settings(database_url=f"{scheme}://u:p@h:5432/d"))
+    assert (url.drivername, url.host, url.database) == ("postgresql+psycopg", "h", "d")
 {%- endif %}
