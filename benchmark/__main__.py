@@ -32,6 +32,12 @@ from tests.support.project import bake
 
 REPO = Path(__file__).resolve().parent.parent
 LABEL = "org.fastapi-docker.benchmark"
+LOAD = {  # the settings of the load: type, default, default with --smoke, what it is
+    "runs": (int, 3, 1, "runs per variant"),
+    "duration": (float, 10, 2, "seconds of measured load per run"),
+    "connections": (int, 64, 8, "wrk connections"),
+    "warmup": (float, 2, 1, "seconds of load before each run"),
+}
 
 
 class Variant(NamedTuple):
@@ -57,21 +63,17 @@ def log(message: str) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--runs", type=int, help="runs per variant (default 3; --smoke: 1)")
-    add("--duration", type=float, help="seconds of measured load per run (default 10; --smoke: 2)")
-    add("--connections", type=int, help="wrk connections (default 64; --smoke: 8)")
-    add("--warmup", type=float, help="seconds of load before each run (default 2; --smoke: 1)")
+    for name, (kind, full, smoke, what) in LOAD.items():
+        add(f"--{name}", type=kind, help=f"{what} (default {full}; --smoke: {smoke})")
     add("--threads", type=int, default=2, help="wrk threads (default 2)")
     add("--cpus", default="1.0", help="docker run --cpus of every variant (default 1.0)")
-    add(
-        "--smoke", action="store_true", help="one short run, a small load: it works; the numbers mean nothing"
-    )
+    add("--smoke", action="store_true", help="one short run, a small load: it works, numbers mean nothing")
     add("--publish", action="store_true", help="copy the outputs to docs/benchmark-results/")
     add("--out", type=Path, default=REPO / "build" / "benchmark", help="output directory")
     args = parser.parse_args(argv)
     if args.publish and args.smoke:
         parser.error("--publish: a smoke run's numbers are not published")
-    for name, full, smoke in (("runs", 3, 1), ("duration", 10, 2), ("connections", 64, 8), ("warmup", 2, 1)):
+    for name, (_, full, smoke, _) in LOAD.items():
         setattr(
             args,
             name,
@@ -85,11 +87,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def environment(settings: argparse.Namespace, argv: list[str]) -> dict:
     """The facts the numbers depend on: the machine, the engine, the tools, the template's commit."""
-    info = json.loads(docker("info", "--format", "{{json .}}").stdout)
 
     def output(*command: str) -> str:
         return subprocess.run(command, capture_output=True, text=True, cwd=REPO).stdout.strip()
 
+    info = json.loads(docker("info", "--format", "{{json .}}").stdout)
     return {
         "command": " ".join(["python -m benchmark", *argv]),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -120,7 +122,7 @@ def prepare(variant: Variant, workdir: Path, port: int) -> tuple[Path, list[str]
         os.close(saved)
 
 
-def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir: Path) -> dict:
+def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir: Path) -> None:
     if shutil.which("wrk") is None:
         raise BenchmarkError("wrk is not installed (Debian: apt-get install wrk)")
     started, env, logs, label = (
@@ -130,40 +132,39 @@ def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir:
         f"{LABEL}={name}",
     )
     logs.mkdir(parents=True, exist_ok=True)
-    log(f"{name}: {len(VARIANTS)} variants x {settings.runs} run(s), {settings.duration:g} s of load")
-    built = [v for v in VARIANTS if not v.image_of]
-    ports = dict(zip([v.key for v in built], free_ports(len(built), host="0.0.0.0"), strict=True))
-    contexts = {v.key: prepare(v, workdir, ports[v.key]) for v in built}
+    log(f"{name}: {len(VARIANTS)} variants x {settings.runs} run(s), {settings.duration:g} s of load each")
+    built = [v.key for v in VARIANTS if not v.image_of]
+    ports = dict(zip([*built, "dev"], free_ports(len(built) + 1, host="0.0.0.0"), strict=True))
+    contexts = {v.key: prepare(v, workdir, ports[v.key]) for v in VARIANTS if v.key in built}
     runs: dict[str, list[dict]] = {v.key: [] for v in VARIANTS}
     for run in range(settings.runs):
         # Every build of the round first, then the loads in an order that rotates from round to round:
         # no load in a build's wake, no variant always first or after the same neighbour.
-        tags = {key: f"{name}-{key}-r{run}" for key in contexts}
-        images = {key: build(context, tags[key], logs / f"{tags[key]}.log", "--label", label, *args)
-                  for key, (context, args) in contexts.items()}  # fmt: skip
+        tags = {key: f"{name}-{key}-r{run}" for key in built}
+        images = {
+            key: build(context, tags[key], logs / f"{tags[key]}.log", "--label", label, *args)
+            for key, (context, args) in contexts.items()
+        }
         for v in VARIANTS[run % len(VARIANTS) :] + VARIANTS[: run % len(VARIANTS)]:
-            key = v.image_of or v.key
-            values = serve(tags[key], f"{name}-{v.key}-r{run}", ports[key], v.env, settings, label)
-            runs[v.key].append(values if v.image_of else images[key] | values)
-            log(f"run {run + 1} {v.label}: {values['rps']:.0f} req/s")
+            image = v.image_of or v.key
+            values = serve(tags[image], f"{name}-{v.key}-r{run}", ports[image], v.env, settings, label)
+            runs[v.key].append(images[image] | values)
+            log(f"run {run + 1} {v.label}: {values['rps']:.0f} requests/s")
         docker("rmi", "--force", *tags.values(), check=False)
-    port, saves = free_ports(1, host="0.0.0.0")[0], 3 if settings.smoke else 10
-    dev = dev_loop(contexts["default"][0], f"{name}-dev", port, saves, logs / "dev-loop.log")
+    saves = 3 if settings.smoke else 10
+    dev = dev_loop(contexts["default"][0], f"{name}-dev", ports["dev"], saves, logs / "dev.log")
     env |= {"wall_s": time.monotonic() - started, "loadavg": [*env["loadavg"], os.getloadavg()[0]]}
-    variants = {
-        v.key: {"label": v.label, "image_of": v.image_of, "env": v.env, "runs": runs[v.key]} for v in VARIANTS
-    }
+    variants = {v.key: v._asdict() | {"runs": runs[v.key]} for v in VARIANTS}
     document = {"environment": env, "variants": variants, "dev_loop": dev}
-    (settings.out / "results.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    (settings.out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (settings.out / "results.md").write_text(markdown(document))
     print(markdown(document).split("\n\n", 2)[2])  # the tables
     for file in ("results.json", "results.md") if settings.publish else ():
         shutil.copy(settings.out / file, REPO / "docs" / "benchmark-results" / file)
-    return document
 
 
 def main(argv: list[str]) -> int:
-    settings, name, label = parse_args(argv), unique("fastapi-docker-bench"), LABEL
+    settings, name = parse_args(argv), unique("fastapi-docker-bench")
     workdir = Path(tempfile.mkdtemp(prefix="fastapi-docker-bench-"))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the cleanup below runs
     try:
@@ -176,7 +177,7 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for kind, remove in ((["ps", "--all"], "rm"), (["images"], "rmi")):
-            found = docker(*kind, "--quiet", "--filter", f"label={label}={name}", check=False).stdout.split()
+            found = docker(*kind, "--quiet", "--filter", f"label={LABEL}={name}", check=False).stdout.split()
             if found:
                 docker(remove, "--force", *set(found), check=False)
         remove_images(f"{name}-dev")

@@ -3,20 +3,12 @@
 import json
 import os
 import signal
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from benchmark.parse import (
-    BenchmarkError,
-    cgroup_dir,
-    cpu_usage,
-    docker_time,
-    parse_size,
-    parse_wrk,
-    probe_command,
-)
+from benchmark import parse
+from benchmark.parse import BenchmarkError, docker_time
 from tests.support.compose import compose_env
 from tests.support.docker import buildx_build, docker, image_size, probe_packages
 from tests.support.polling import get_json, get_ok, wait_until
@@ -30,10 +22,8 @@ def inspect(name: str, what: str = ".State") -> dict:
 
 def memory_mib(name: str) -> float:
     """The container's memory use as `docker stats` shows it (page cache excluded), in MiB."""
-    return (
-        parse_size(docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).stdout.split("/")[0])
-        / 2**20
-    )
+    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).stdout
+    return parse.size(usage.split("/")[0]) / 2**20
 
 
 def log_lines(name: str) -> int:
@@ -44,11 +34,13 @@ def log_lines(name: str) -> int:
 def cpu_seconds(pid: int) -> float | None:
     """CPU time of every process in pid's cgroup so far; None where this host cannot read it."""
     try:
-        found = cgroup_dir(
+        found = parse.cgroup_dir(
             Path(f"/proc/{pid}/cgroup").read_text(), Path("/proc/self/mountinfo").read_text(), "cpuacct"
         )
         if found:  # v1: the cpuacct hierarchy's usage; v2: the unified hierarchy's cpu.stat
-            return cpu_usage((found[0] / ("cpuacct.usage", "cpu.stat")[found[1] - 1]).read_text(), found[1])
+            return parse.cpu_usage(
+                (found[0] / ("cpuacct.usage", "cpu.stat")[found[1] - 1]).read_text(), found[1]
+            )
     except OSError:  # not a local engine's process, or no such file
         pass
     return None
@@ -70,7 +62,7 @@ def wrk(url: str, settings, seconds: float, during=None) -> dict:
         out, err = proc.communicate(timeout=seconds + 60)
     if proc.returncode != 0:
         raise BenchmarkError(f"wrk failed ({proc.returncode}): {err.strip()}")
-    return parse_wrk(out) | {"during": sampled}
+    return parse.wrk_report(out) | {"during": sampled}
 
 
 def build(context: Path, tag: str, log: Path, *args: str) -> dict:
@@ -89,7 +81,7 @@ def build(context: Path, tag: str, log: Path, *args: str) -> dict:
 
 
 def serve(image: str, name: str, port: int, env: dict, settings, label: str) -> dict:
-    """One container of image: its start, idle memory, one health probe's CPU time, the load (with CPU
+    """A container of image: its start, idle memory, one health probe's CPU time, the load (with CPU
     time and log lines per request, memory halfway) and its stop."""
     url = f"http://127.0.0.1:{port}"
     docker("run", "--detach", "--name", name, "--label", label, "--network", "host", "--cpus", settings.cpus,
@@ -107,7 +99,7 @@ def serve(image: str, name: str, port: int, env: dict, settings, label: str) -> 
         passed = next(entry for entry in state["Health"]["Log"] if entry["ExitCode"] == 0)
         values["start_to_healthy_s"] = docker_time(passed["End"]) - started
     values["mem_idle_mib"] = memory_mib(name)
-    command, before = probe_command(inspect(image, ".Config.Healthcheck")), cpu_seconds(pid)
+    command, before = parse.probe_command(inspect(image, ".Config.Healthcheck")), cpu_seconds(pid)
     if command and before is not None:  # the HEALTHCHECK as Docker runs it: an exec in the container
         for _ in range(PROBES):
             docker("exec", name, *command)
@@ -118,8 +110,7 @@ def serve(image: str, name: str, port: int, env: dict, settings, label: str) -> 
     values |= {key: load[key] for key in ("rps", "p50_ms", "p99_ms", "errors", "requests")}
     values["cpu_us_per_request"] = None if cpu is None else (cpu_seconds(pid) - cpu) * 1e6 / load["requests"]
     values["log_lines_per_request"] = (log_lines(name) - lines) / load["requests"]
-    values["mem_load_mib"] = load["during"]
-    stop = time.monotonic()
+    values["mem_load_mib"], stop = load["during"], time.monotonic()
     docker("stop", name, timeout=60)
     values |= {"stop_s": time.monotonic() - stop, "exit_code": inspect(name)["ExitCode"]}
     docker("rm", name)
@@ -131,7 +122,8 @@ def dev_loop(project: Path, name: str, port: int, saves: int, log: Path) -> dict
     is served, and the connections refused (or reset) while polling."""
     (project / "benchmark.yaml").write_text(f"services:\n  dev:\n    image: {name}:dev\n")  # this run's own
     files = ["-f", "compose.yaml", "-f", "compose.override.yaml", "-f", "benchmark.yaml"]
-    compose, env = ["docker", "compose", "--project-name", name, *files], compose_env(HOST_PORT=str(port))
+    compose = ["docker", "compose", "--project-name", name, "--profile", "dev", *files]
+    env = compose_env(HOST_PORT=str(port))
     main, seconds, refused = project / "app" / "main.py", [], 0
     text = main.read_text()
     with log.open("w") as out:
@@ -162,10 +154,5 @@ def dev_loop(project: Path, name: str, port: int, saves: int, log: Path) -> dict
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in the terminal: compose stops the container
         proc.wait(timeout=60)
-        subprocess.run([*compose, "--profile", "dev", "down"], cwd=project, env=env, capture_output=True, timeout=120)
-    return {
-        "saves_s": seconds,
-        "median_s": statistics.median(seconds),
-        "max_s": max(seconds),
-        "refused": refused,
-    }
+        subprocess.run([*compose, "down"], cwd=project, env=env, capture_output=True, timeout=120)
+    return {"saves_s": seconds, "refused": refused}

@@ -5,45 +5,38 @@ import re
 from pathlib import Path
 
 TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}  # wrk's latency units, to ms
-SIZE_UNITS = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
-SIZE_UNITS |= {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+SIZE_UNITS = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 
 
 class BenchmarkError(RuntimeError):
     pass
 
 
-def parse_wrk(output: str) -> dict:
+def wrk_report(output: str) -> dict:
     """wrk --latency's report: requests/s, p50 and p99 (ms), errors (non-2xx + socket) and requests."""
 
-    def latency(percent: str) -> float:
-        match = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
-        if not match:
-            raise BenchmarkError(f"no p{percent} in wrk's output:\n{output}")
-        return float(match[1]) * TIME_UNITS[match[2]]
+    def find(pattern: str) -> re.Match:
+        if match := re.search(pattern, output, re.MULTILINE):
+            return match
+        raise BenchmarkError(f"no {pattern!r} in wrk's output:\n{output}")
 
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    requests = re.search(r"^\s*(\d+) requests in", output, re.MULTILINE)
-    if not rps or not requests:
-        raise BenchmarkError(f"no Requests/sec in wrk's output:\n{output}")
+    p50, p99 = (find(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$") for percent in (50, 99))
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = sum(map(int, sockets.groups())) if sockets else 0
     return {
-        "rps": float(rps[1]),
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "errors": errors + (int(non_2xx[1]) if non_2xx else 0),
-        "requests": int(requests[1]),
+        "rps": float(find(r"^Requests/sec:\s+([\d.]+)")[1]),
+        "p50_ms": float(p50[1]) * TIME_UNITS[p50[2]],
+        "p99_ms": float(p99[1]) * TIME_UNITS[p99[2]],
+        "errors": sum(map(int, sockets.groups() if sockets else ())) + int(non_2xx[1] if non_2xx else 0),
+        "requests": int(find(r"^\s*(\d+) requests in")[1]),
     }
 
 
-def parse_size(text: str) -> float:
+def size(text: str) -> float:
     """A size as Docker prints it (`35.6MiB`, `512kB`, `0B`), in bytes."""
-    match = re.fullmatch(r"([\d.]+)\s*([kKMGT]?i?B)", text.strip())
-    if not match:
-        raise BenchmarkError(f"not a size: {text!r}")
-    return float(match[1]) * SIZE_UNITS[match[2]]
+    if match := re.fullmatch(r"([\d.]+)\s*([kKMG]?i?B)", text.strip()):
+        return float(match[1]) * SIZE_UNITS[match[2]]
+    raise BenchmarkError(f"not a size: {text!r}")
 
 
 def docker_time(stamp: str) -> float:
@@ -56,39 +49,29 @@ def docker_time(stamp: str) -> float:
 
 
 def cgroup_dir(proc_cgroup: str, mountinfo: str, controller: str) -> tuple[Path, int] | None:
-    """(directory, cgroup version) of a process's cgroup for controller, or None.
-
-    The kernel says where: /proc/PID/cgroup gives the process's path in each hierarchy, and
-    /proc/self/mountinfo where each hierarchy is mounted (cgroup v1: the one with controller in its
-    options; v2: the cgroup2 mount, used only when no v1 hierarchy has the controller).
-    """
-    mounts: dict[str, str] = {}
+    """(directory, cgroup version) of a process's cgroup for controller, or None: where /proc/PID/cgroup
+    places the process in each hierarchy, and /proc/self/mountinfo mounts that hierarchy (cgroup v1:
+    the one with controller in its options; v2: the unified one, when no v1 hierarchy has it)."""
+    mounts: dict[int, str] = {}
     for line in mountinfo.splitlines():
         fields, _, fs = line.partition(" - ")
         fstype, _, options = (fs.split() + ["", "", ""])[:3]
-        if fstype == "cgroup" and controller in options.split(","):
-            mounts["v1"] = fields.split()[4]
-        elif fstype == "cgroup2":
-            mounts["v2"] = fields.split()[4]
-    paths = {}
+        if fstype == "cgroup2" or (fstype == "cgroup" and controller in options.split(",")):
+            mounts[2 if fstype == "cgroup2" else 1] = fields.split()[4]
+    paths: dict[int, str] = {}
     for line in proc_cgroup.splitlines():
         number, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            paths["v1"] = path
-        elif number == "0" and not controllers:
-            paths["v2"] = path
-    for kind, version in (("v1", 1), ("v2", 2)):
-        if kind in mounts and kind in paths:
-            return Path(mounts[kind], paths[kind].lstrip("/")), version
-    return None
+        if controller in controllers.split(",") or (number == "0" and not controllers):
+            paths[1 if controllers else 2] = path
+    version = next((v for v in (1, 2) if v in mounts and v in paths), None)
+    return version and (Path(mounts[version], paths[version].lstrip("/")), version)
 
 
 def cpu_usage(text: str, version: int) -> float:
     """A cgroup's CPU time so far in seconds: v1's cpuacct.usage (ns), v2's cpu.stat (usage_usec)."""
     if version == 1:
         return int(text) / 1e9
-    stat = dict(line.split() for line in text.splitlines() if line.strip())
-    return int(stat["usage_usec"]) / 1e6
+    return int(dict(line.split() for line in text.splitlines() if line.strip())["usage_usec"]) / 1e6
 
 
 def probe_command(healthcheck: dict) -> list[str] | None:

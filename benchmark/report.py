@@ -1,34 +1,24 @@
-"""results.md: every metric of every variant, then the targets (docs/benchmark.md) met or not."""
+"""results.md: every metric of every variant, then the targets of docs/benchmark.md, met or not."""
 
 import operator
 import statistics
-from typing import NamedTuple
 
-
-class Metric(NamedTuple):
-    key: str
-    label: str
-    decimals: int
-    image: bool = False  # a property of the image: shown for the variant that built it
-    optional: bool = False  # None without a HEALTHCHECK (the tutorial) or a cgroup readable on this host
-
-
-METRICS = [
-    Metric("image_mb", "image size (MB)", 1, image=True),
-    Metric("cold_build_s", "cold build (s)", 1, image=True),
-    Metric("start_to_first_ok_s", "process start -> first 200 from /health (s)", 2),
-    Metric("start_to_healthy_s", "process start -> Docker `healthy` (s)", 2, optional=True),
-    Metric("probe_cpu_ms", "CPU time of one health probe (ms)", 1, optional=True),
-    Metric("rps", "GET / requests/s", 0),
-    Metric("p50_ms", "GET / latency p50 (ms)", 1),
-    Metric("p99_ms", "GET / latency p99 (ms)", 1),
-    Metric("errors", "errors (non-2xx + socket)", 0),
-    Metric("cpu_us_per_request", "CPU time per request (us)", 0, optional=True),
-    Metric("log_lines_per_request", "log lines per request", 2),
-    Metric("mem_idle_mib", "memory idle (MiB)", 1),
-    Metric("mem_load_mib", "memory under load (MiB)", 1),
-    Metric("stop_s", "docker stop (s)", 2),
-]
+METRICS = {  # key: (label, decimals); None stands for not measured: no HEALTHCHECK, no cgroup readable here
+    "image_mb": ("image size (MB)", 1),
+    "cold_build_s": ("cold build (s)", 1),
+    "start_to_first_ok_s": ("process start -> first 200 from /health (s)", 2),
+    "start_to_healthy_s": ("process start -> Docker `healthy` (s)", 2),
+    "probe_cpu_ms": ("CPU time of one health probe (ms)", 1),
+    "rps": ("GET / requests/s", 0),
+    "p50_ms": ("GET / latency p50 (ms)", 1),
+    "p99_ms": ("GET / latency p99 (ms)", 1),
+    "errors": ("errors (non-2xx + socket)", 0),
+    "cpu_us_per_request": ("CPU time per request (us)", 0),
+    "log_lines_per_request": ("log lines per request", 2),
+    "mem_idle_mib": ("memory idle (MiB)", 1),
+    "mem_load_mib": ("memory under load (MiB)", 1),
+    "stop_s": ("docker stop (s)", 2),
+}
 OPS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
@@ -40,16 +30,14 @@ def cell(values: list[float], decimals: int) -> str:
     """The median, and (min-max) when there is more than one value; n/a for none."""
     if not values:
         return "n/a"
-    text = f"{statistics.median(values):.{decimals}f}"
-    return text + (f" ({min(values):.{decimals}f}-{max(values):.{decimals}f})" if len(values) > 1 else "")
+    spread = f" ({min(values):.{decimals}f}-{max(values):.{decimals}f})" if len(values) > 1 else ""
+    return f"{statistics.median(values):.{decimals}f}{spread}"
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        " | ".join(text.ljust(width) for text, width in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    ]
+def table(rows: list[list[str]]) -> str:
+    """A Markdown table: the header row first."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(f"| {line} |" for line in [lines[0], " | ".join("-" * w for w in widths), *lines[1:]])
 
 
@@ -78,27 +66,27 @@ def targets(variants: dict[str, dict], dev: dict) -> list[tuple[str, float | Non
         ("process start -> first 200 (s)", med("start_to_first_ok_s"), "<", 1),
         ("process start -> Docker `healthy` (s)", med("start_to_healthy_s"), "<", 1),
         ("docker stop (s)", med("stop_s"), "<", 1),
-        ("dev loop: save -> new response served, median (s)", dev["median_s"], "<", 1),
-        ("dev loop: save -> new response served, slowest (s)", dev["max_s"], None, 0),
+        ("dev loop: save -> new response served, median (s)", statistics.median(dev["saves_s"]), "<", 1),
+        ("dev loop: save -> new response served, slowest (s)", max(dev["saves_s"]), None, 0),
         ("dev loop: connections refused or reset while polling", dev["refused"], "<=", 0),
-    ]  # fmt: skip
+    ]
 
 
 def markdown(document: dict) -> str:
-    env, variants = document["environment"], document["variants"]
-
-    def shown(m: Metric, v: dict) -> str:
-        return f"= {variants[v['image_of']]['label']}" if m.image and v["image_of"] else cell(
-            numbers(v["runs"], m.key), m.decimals)  # fmt: skip
-
-    results = [[m.label, *(shown(m, v) for v in variants.values())] for m in METRICS]
-    judged = []
+    env, variants, runs = (
+        document["environment"],
+        document["variants"],
+        document["environment"]["settings"]["runs"],
+    )
+    results = [["metric", *(v["label"] for v in variants.values())]]
+    for key, (label, decimals) in METRICS.items():
+        results.append([label, *(cell(numbers(v["runs"], key), decimals) for v in variants.values())])
+    judged = [["target (template defaults unless named)", "measured", "target", "met"]]
     for what, value, op, limit in targets(variants, document["dev_loop"]):
         met = "" if not op else "n/a" if value is None else "yes" if OPS[op](value, limit) else "NO"
         judged.append(
             [what, "n/a" if value is None else f"{value:.3g}", f"{op} {limit:g}" if op else "", met]
         )
-    runs = env["settings"]["runs"]
     return "\n\n".join([
         "# Benchmark results",
         f"`{env['command']}` on {env['date']} (commit {env['commit']}), {env['wall_s'] / 60:.1f} min; "
@@ -106,6 +94,6 @@ def markdown(document: dict) -> str:
         f"start, {env['loadavg'][1]:.2f} at the end. What is measured, how, and why these targets: "
         "[benchmark.md](../benchmark.md); every run's numbers and the package versions: results.json.",
         f"Median of {runs} run(s){' (min-max)' if runs > 1 else ''}:",
-        table(["metric", *(v["label"] for v in variants.values())], results),
-        table(["target (medians of the template defaults)", "measured", "target", "met"], judged),
+        table(results),
+        table(judged),
     ]) + "\n"  # fmt: skip
