@@ -28,7 +28,7 @@ from benchmark.report import markdown
 from tests.support.compose import remove_images
 from tests.support.docker import INDEX_URL_ENV, docker, unique
 from tests.support.net import free_ports
-from tests.support.project import bake
+from tests.support.project import cookiecutter_cli
 
 REPO = Path(__file__).resolve().parent.parent
 LABEL = "org.fastapi-docker.benchmark"
@@ -74,11 +74,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.publish and args.smoke:
         parser.error("--publish: a smoke run's numbers are not published")
     for name, (_, full, smoke, _) in LOAD.items():
-        setattr(
-            args,
-            name,
-            (smoke if args.smoke else full) if getattr(args, name) is None else getattr(args, name),
-        )
+        if getattr(args, name) is None:
+            setattr(args, name, smoke if args.smoke else full)
     if min(args.runs, args.duration, args.connections) <= 0:
         parser.error("--runs, --duration and --connections must be positive")
     args.threads = max(1, min(args.threads, args.connections))
@@ -112,14 +109,11 @@ def prepare(variant: Variant, workdir: Path, port: int) -> tuple[Path, list[str]
         (context / "Dockerfile").write_text((context / "Dockerfile").read_text().replace('"80"', f'"{port}"'))
         index = os.environ.get(INDEX_URL_ENV)
         return context, ["--build-arg", f"PIP_INDEX_URL={index}"] if index else []
-    os.environ.setdefault("FASTAPI_DOCKER_PREFLIGHT", "off")
-    saved = os.dup(1)  # the hooks print their next steps: stdout carries only the tables
-    os.dup2(2, 1)
-    try:
-        return bake(workdir / variant.key, **variant.answers, port=str(port)), []
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+    answers = [f"{question}={answer}" for question, answer in {**variant.answers, "port": port}.items()]
+    made = cookiecutter_cli(workdir / variant.key, *answers, FASTAPI_DOCKER_PREFLIGHT="off")
+    if made.returncode != 0:
+        raise BenchmarkError(f"cookiecutter {' '.join(answers)} failed:\n{made.stderr[-3000:]}")
+    return next((workdir / variant.key / "out").iterdir()), []
 
 
 def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir: Path) -> None:

@@ -34,12 +34,11 @@ def log_lines(name: str) -> int:
 def cpu_seconds(pid: int) -> float | None:
     """CPU time of every process in pid's cgroup so far; None where this host cannot read it."""
     try:
-        found = parse.cgroup_dir(
-            Path(f"/proc/{pid}/cgroup").read_text(), Path("/proc/self/mountinfo").read_text(), "cpuacct"
-        )
-        if found:  # v1: the cpuacct hierarchy's usage; v2: the unified hierarchy's cpu.stat
+        proc, mounts = Path(f"/proc/{pid}/cgroup").read_text(), Path("/proc/self/mountinfo").read_text()
+        if found := parse.cgroup_dir(proc, mounts, "cpuacct"):  # v2: the unified hierarchy's cpu.stat
+            directory, version = found
             return parse.cpu_usage(
-                (found[0] / ("cpuacct.usage", "cpu.stat")[found[1] - 1]).read_text(), found[1]
+                (directory / ("cpuacct.usage", "cpu.stat")[version - 1]).read_text(), version
             )
     except OSError:  # not a local engine's process, or no such file
         pass
@@ -48,15 +47,8 @@ def cpu_seconds(pid: int) -> float | None:
 
 def wrk(url: str, settings, seconds: float, during=None) -> dict:
     """wrk against url; during() is called once, halfway through (memory under load)."""
-    command = [
-        "wrk",
-        f"-t{settings.threads}",
-        f"-c{settings.connections}",
-        f"-d{seconds:g}s",
-        "--latency",
-        url,
-    ]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    command = ["wrk", f"-t{settings.threads}", f"-c{settings.connections}", f"-d{seconds:g}s", "--latency"]
+    with subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         time.sleep(seconds / 2 if during else 0)
         sampled = during() if during else None
         out, err = proc.communicate(timeout=seconds + 60)
