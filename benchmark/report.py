@@ -41,8 +41,9 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(f"| {line} |" for line in [lines[0], " | ".join("-" * w for w in widths), *lines[1:]])
 
 
-def targets(variants: dict[str, dict], dev: dict) -> list[tuple[str, float | None, str | None, float]]:
-    """(what, measured, comparison, target) from the medians; without a comparison: shown, not judged."""
+def targets(variants: dict[str, dict], dev: dict) -> dict[str, tuple[float | None, str, str]]:
+    """what: (measured, target, met: yes, NO or n/a), from the medians; a row without a target is shown, not
+    judged (met: "")."""
 
     def med(key: str, variant: str = "default") -> float | None:
         values = numbers(variants[variant]["runs"], key)
@@ -54,39 +55,41 @@ def targets(variants: dict[str, dict], dev: dict) -> list[tuple[str, float | Non
 
     quiet = ratio("cpu_us_per_request", "no_access_log")
     errors = [numbers(v["runs"], "errors") for v in variants.values()]
-    return [
+    rows = [
         ("requests/s: defaults (log on) / tutorial (x)", ratio("rps", "default", "baseline"), ">=", 2.5),
         ("GET / latency p99: defaults / tutorial (x)", ratio("p99_ms", "default", "baseline"), "<=", 0.5),
         ("CPU time per request: JSON logs / text (x)", ratio("cpu_us_per_request", "json_logs"), "<=", 1.1),
         ("CPU time of one health probe (ms)", med("probe_cpu_ms"), "<=", 30),
         ("access log off: log lines per request", med("log_lines_per_request", "no_access_log"), "<=", 0),
-        ("access log: its share of the CPU time per request (%)", quiet and 100 * (1 - quiet), None, 0),
-        ("requests/s: access log off / on (x)", ratio("rps", "no_access_log"), None, 0),
+        ("access log: its share of the CPU time per request (%)", quiet and 100 * (1 - quiet), "", 0),
+        ("requests/s: access log off / on (x)", ratio("rps", "no_access_log"), "", 0),
         ("errors under load, every variant", sum(map(sum, errors)), "<=", 0),
         ("process start -> first 200 (s)", med("start_to_first_ok_s"), "<", 1),
         ("process start -> Docker `healthy` (s)", med("start_to_healthy_s"), "<", 1),
         ("docker stop (s)", med("stop_s"), "<", 1),
         ("dev loop: save -> new response served, median (s)", statistics.median(dev["saves_s"]), "<", 1),
-        ("dev loop: save -> new response served, slowest (s)", max(dev["saves_s"]), None, 0),
+        ("dev loop: save -> new response served, slowest (s)", max(dev["saves_s"]), "", 0),
         ("dev loop: connections refused or reset while polling", dev["refused"], "<=", 0),
     ]
+    return {
+        what: (
+            value,
+            f"{op} {limit:g}" if op else "",
+            op and ("n/a" if value is None else "yes" if OPS[op](value, limit) else "NO"),
+        )
+        for what, value, op, limit in rows
+    }
 
 
 def markdown(document: dict) -> str:
-    env, variants, runs = (
-        document["environment"],
-        document["variants"],
-        document["environment"]["settings"]["runs"],
-    )
+    env, variants = document["environment"], document["variants"]
+    runs = env["settings"]["runs"]
     results = [["metric", *(v["label"] for v in variants.values())]]
     for key, (label, decimals) in METRICS.items():
         results.append([label, *(cell(numbers(v["runs"], key), decimals) for v in variants.values())])
     judged = [["target (template defaults unless named)", "measured", "target", "met"]]
-    for what, value, op, limit in targets(variants, document["dev_loop"]):
-        met = "" if not op else "n/a" if value is None else "yes" if OPS[op](value, limit) else "NO"
-        judged.append(
-            [what, "n/a" if value is None else f"{value:.3g}", f"{op} {limit:g}" if op else "", met]
-        )
+    for what, (value, target, met) in targets(variants, document["dev_loop"]).items():
+        judged.append([what, "n/a" if value is None else f"{value:.3g}", target, met])
     return "\n\n".join([
         "# Benchmark results",
         f"`{env['command']}` on {env['date']} (commit {env['commit']}), {env['wall_s'] / 60:.1f} min; "
