@@ -8,6 +8,7 @@ project's lint and tests pass without a database, and `make lock` reproduces its
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,17 +56,19 @@ OURS = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 @pytest.mark.parametrize("image_python", sorted({COOKIECUTTER_JSON["python_version"][0], OURS}))
 def test_make_install_warns_when_the_venv_python_is_not_the_image_python(tmp_path, image_python):
-    """`make install` with a Python other than the image's says so; with the image's, it does not."""
+    """`make install` with a Python other than the image's says so; with the image's, it does not.
+    A fresh clone's `make test` installs first (not `Error 127`), and its tests pass."""
     project = bake(tmp_path / "out", python_version=image_python)
     ours = OURS
     result = subprocess.run(
-        ["make", "install", f"PYTHON={sys.executable}", f"VENV={tmp_path / 'venv'}"],
+        ["make", "test", f"PYTHON={sys.executable}", f"VENV={tmp_path / 'venv'}"],
         cwd=project,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout and (tmp_path / "venv" / "bin" / "pytest").exists()
     warned = f"WARNING: {sys.executable} is Python {ours}, the image runs {image_python}" in result.stderr
     assert warned == (ours != image_python), result.stderr
 
@@ -119,6 +122,10 @@ def test_make_lock_reproduces_the_committed_lock(project, venv):
     assert_make_lock_keeps_the_pins(project, venv)
 
 
+# A database URL nothing answers at (port 1 of the loopback refuses connections).
+CLOSED_DATABASE = "postgresql+psycopg://app@127.0.0.1:1/app"
+
+
 # ---- the database option: its own locks (the post-gen hook moves them into place) -------------
 
 
@@ -127,6 +134,28 @@ def test_postgresql_project_lints_and_tests_without_a_database(tmp_path, postgre
     result = make(project, postgresql_venv, "lint", "test")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "10 passed, 2 deselected" in result.stdout
+
+
+def test_a_streamed_body_over_the_limit_is_refused_while_it_is_sent(tmp_path, postgresql_venv):
+    """uvicorn serving POST /items (no database needed: the body is refused first): a chunked body
+    (no Content-Length) past MAX_BODY_SIZE gets 413 while the rest of it is still to come."""
+    project = bake(tmp_path, database="postgresql")
+    port = free_port()
+    server = uvicorn(project, postgresql_venv, port, MAX_BODY_SIZE="1000", DATABASE_URL=CLOSED_DATABASE)
+    try:
+        get(f"http://127.0.0.1:{port}/health", time.monotonic() + 20)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(
+                b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+                + b"400\r\n" + b" " * 0x400 + b"\r\n"  # 1 KiB: past the limit, and more to come
+            )  # fmt: skip
+            answer = client.recv(4096)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=15)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert answer.endswith(b'{"detail":"Content Too Large"}'), answer
 
 
 def test_make_lock_reproduces_the_committed_postgresql_locks(tmp_path, postgresql_venv):
@@ -205,9 +234,11 @@ def test_uvicorn_serves_the_app(project, venv):
     assert "INFO" not in output  # UVICORN_LOG_LEVEL=warning was honoured
 
 
-def test_uvicorn_logs_json_with_request_ids_and_no_health_probes(project, venv):
+@pytest.mark.parametrize("root_path", ["", "/api"])
+def test_uvicorn_logs_json_with_request_ids_and_no_health_probes(project, venv, root_path):
     port = free_port()
-    server = uvicorn(project, venv, port, LOG_FORMAT="json", UVICORN_LOG_LEVEL="info")
+    env = {"LOG_FORMAT": "json", "UVICORN_LOG_LEVEL": "info", "UVICORN_ROOT_PATH": root_path}
+    server = uvicorn(project, venv, port, **env)
     try:
         base = f"http://127.0.0.1:{port}"
         assert get(f"{base}/health", time.monotonic() + 20) == (200, {"status": "ok"})
@@ -221,9 +252,26 @@ def test_uvicorn_logs_json_with_request_ids_and_no_health_probes(project, venv):
         output, _ = server.communicate(timeout=15)
     lines = json_lines(output)  # every line is one JSON object
     access = access_log(lines)
-    # The probes (GET and HEAD /health) are not logged.
-    assert access == [("GET / HTTP/1.1", "service-test-1")], access
+    # The probes (GET and HEAD /health) are not logged, under any root path; one line a request,
+    # the app's (uvicorn's own is silenced), with its status and duration.
+    assert access == [(f"GET {root_path}/ HTTP/1.1", "service-test-1")], access
+    (line,) = [line for line in lines if line["logger"] == "app.access"]
+    assert line["status"] == 200 and line["duration_ms"] >= 0
+    assert not [line for line in lines if line["logger"] == "uvicorn.access"]
     assert any(line["logger"] == "app.main" for line in lines), lines
+
+
+def test_uvicorn_access_log_false_turns_the_access_log_off(project, venv):
+    port = free_port()
+    server = uvicorn(project, venv, port, LOG_FORMAT="json", UVICORN_ACCESS_LOG="false")
+    try:
+        assert get(f"http://127.0.0.1:{port}/", time.monotonic() + 20) == (200, {"Hello": "World"})
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=15)
+    lines = json_lines(output)
+    assert any(line["logger"] == "app.main" for line in lines), lines  # the app logs
+    assert access_log(lines) == [], lines
 
 
 def test_index_url_reaches_pip_uv_and_the_image_build(project, venv):

@@ -144,7 +144,7 @@ def test_json_log_lines_and_access_entries():
         json.dumps(line)
         for line in [
             {"logger": "uvicorn.error", "message": "Started"},
-            {"logger": "uvicorn.access", "message": '127.0.0.1:1 - "GET / HTTP/1.1" 200', "request_id": "r1"},
+            {"logger": "app.access", "message": '127.0.0.1:1 - "GET / HTTP/1.1" 200 1.0ms', "request_id": "r1"},
         ]
     )
     lines = json_lines(output)

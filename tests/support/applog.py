@@ -9,9 +9,7 @@ def json_lines(output: str) -> list[dict]:
 
 
 def access_log(lines: list[dict]) -> list[tuple[str, str]]:
-    """(request line, request id) of every uvicorn access log line, in order."""
+    """(request line, request id) of every access log line (the app's, app.access), in order."""
     return [
-        (line["message"].split('"')[1], line["request_id"])
-        for line in lines
-        if line["logger"] == "uvicorn.access"
+        (line["message"].split('"')[1], line["request_id"]) for line in lines if line["logger"] == "app.access"
     ]
