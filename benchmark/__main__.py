@@ -167,6 +167,9 @@ def main(argv: list[str]) -> int:
     except (BenchmarkError, AssertionError, ValueError) as error:  # DockerError too
         log(f"FAILED: {type(error).__name__}: {error}")
         return 1
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
