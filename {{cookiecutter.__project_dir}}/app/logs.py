@@ -37,6 +37,10 @@ class RequestIdFilter(logging.Filter):
 
 
 def configure(settings: Settings) -> None:
+    # What no format here shows is not worked out for every line: the caller's file and line, the
+    # thread and process (the logging HOWTO's "Optimization"); the access log writes one a request.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     if settings.log_format == "json":
         formatter = {
             "()": "pythonjsonlogger.json.JsonFormatter",

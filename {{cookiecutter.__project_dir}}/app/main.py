@@ -146,7 +146,11 @@ async def server_error(request: Request, error: Exception) -> Response:
 async def database_unavailable(request: Request, error: Exception) -> Response:
     """503 and Retry-After when the database cannot answer (down, unreachable, restarting, the
     pool exhausted, a statement cancelled by its timeout): the client retries later, and the log
-    gets one line, no traceback and no request data (the engine hides statements' values)."""
+    gets one line, no traceback and no request data (the engine hides statements' values).
+
+    A cancelled statement is 503 too, not 504: the service is overloaded (a lock held, a slow
+    query), which clients and balancers treat alike with Retry-After; no gateway timed out.
+    """
     is_outage = isinstance(error, OperationalError | InterfaceError | PoolTimeoutError) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     )
