@@ -46,13 +46,24 @@ class Variant(NamedTuple):
     answers: dict | None  # cookiecutter answers; None: the tutorial (benchmark/tutorial/)
     image_of: str | None = None  # runs that variant's image with other settings: no build of its own
     env: dict = {}  # `docker run --env`
+    command: tuple = ()  # instead of the image's CMD; the port is its last argument
 
 
+# The floor under the template's layers (request ids, access log): FastAPI and uvicorn of the same image
+# serving the same answers, with nothing else.
+BARE_APP = """import sys, fastapi, uvicorn
+app = fastapi.FastAPI()
+async def hello(): return {"Hello": "World"}
+async def health(): return {"status": "ok"}
+app.get("/")(hello), app.get("/health")(health)
+uvicorn.run(app, host="0.0.0.0", port=int(sys.argv[1]), access_log=False)
+"""
 VARIANTS = [
     Variant("baseline", "tutorial baseline", None),
     Variant("default", "template defaults", {}),
     Variant("no_access_log", "defaults, access log off", {}, "default", {"UVICORN_ACCESS_LOG": "false"}),
     Variant("json_logs", "defaults, JSON logs", {}, "default", {"LOG_FORMAT": "json"}),
+    Variant("bare", "defaults' image, bare FastAPI", {}, "default", command=("python", "-c", BARE_APP)),
 ]
 
 
@@ -141,7 +152,10 @@ def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir:
         }
         for v in VARIANTS[run % len(VARIANTS) :] + VARIANTS[: run % len(VARIANTS)]:
             image = v.image_of or v.key
-            values = serve(tags[image], f"{name}-{v.key}-r{run}", ports[image], v.env, settings, label)
+            command = (*v.command, str(ports[image])) if v.command else ()
+            values = serve(
+                tags[image], f"{name}-{v.key}-r{run}", ports[image], v.env, command, settings, label
+            )
             runs[v.key].append(images[image] | values)
             log(f"run {run + 1} {v.label}: {values['rps']:.0f} requests/s")
         docker("rmi", "--force", *tags.values(), check=False)

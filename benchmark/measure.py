@@ -72,12 +72,12 @@ def build(context: Path, tag: str, log: Path, *args: str) -> dict:
     }
 
 
-def serve(image: str, name: str, port: int, env: dict, settings, label: str) -> dict:
+def serve(image: str, name: str, port: int, env: dict, command: tuple, settings, label: str) -> dict:
     """A container of image: its start, idle memory, one health probe's CPU time, the load (with CPU
     time and log lines per request, memory halfway) and its stop."""
     url = f"http://127.0.0.1:{port}"
     docker("run", "--detach", "--name", name, "--label", label, "--network", "host", "--cpus", settings.cpus,
-           *(f"--env={k}={v}" for k, v in env.items()), image)  # fmt: skip
+           *(f"--env={k}={v}" for k, v in env.items()), image, *command)  # fmt: skip
     try:
         wait_until(f"{name}: a 200 from /health", lambda: get_ok(f"{url}/health"), bool, 60, interval=0.01)
     except AssertionError as error:
@@ -91,10 +91,10 @@ def serve(image: str, name: str, port: int, env: dict, settings, label: str) -> 
         passed = next(entry for entry in state["Health"]["Log"] if entry["ExitCode"] == 0)
         values["start_to_healthy_s"] = docker_time(passed["End"]) - started
     values["mem_idle_mib"] = memory_mib(name)
-    command, before = parse.probe_command(inspect(image, ".Config.Healthcheck")), cpu_seconds(pid)
-    if command and before is not None:  # the HEALTHCHECK as Docker runs it: an exec in the container
+    probe, before = parse.probe_command(inspect(image, ".Config.Healthcheck")), cpu_seconds(pid)
+    if probe and before is not None:  # the HEALTHCHECK as Docker runs it: an exec in the container
         for _ in range(PROBES):
-            docker("exec", name, *command)
+            docker("exec", name, *probe)
         values["probe_cpu_ms"] = (cpu_seconds(pid) - before) / PROBES * 1e3
     wrk(f"{url}/", settings, settings.warmup)
     lines, cpu = log_lines(name), cpu_seconds(pid)

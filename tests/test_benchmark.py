@@ -122,6 +122,7 @@ def test_targets_are_judged_on_the_medians_ratios():
     runs |= {
         "no_access_log": [{"cpu_us_per_request": 150, "rps": 330}],
         "json_logs": [{"cpu_us_per_request": 222}],
+        "bare": [{"cpu_us_per_request": 100}],
     }
     dev = {"refused": 0, "saves_s": [0.5, 1.2, 0.4]}
     judged = targets({key: {"runs": value} for key, value in runs.items()}, dev)
@@ -129,7 +130,16 @@ def test_targets_are_judged_on_the_medians_ratios():
     assert judged["GET / latency p99: defaults / tutorial (x)"] == (0.52, "<= 0.5", "NO")  # 26 / 50
     assert judged["CPU time per request: JSON logs / text (x)"] == (pytest.approx(1.11), "<= 1.1", "NO")
     assert judged["CPU time of one health probe (ms)"] == (31, "<= 30", "NO")
-    assert judged["access log: its share of the CPU time per request (%)"] == (pytest.approx(25), "", "")
+    assert judged["access log: its share of the CPU time per request (%)"] == (
+        25,
+        "",
+        "",
+    )  # (200 - 150) / 200
+    assert judged["request ids and the app's other layers: their share (%)"] == (
+        25,
+        "",
+        "",
+    )  # (150 - 100) / 200
     assert judged["dev loop: save -> new response served, median (s)"] == (0.5, "< 1", "yes")
     assert judged["process start -> first 200 (s)"] == (None, "< 1", "n/a")  # not measured
 
