@@ -143,6 +143,12 @@ async def server_error(request: Request, error: Exception) -> Response:
 {%- if cookiecutter.database == "postgresql" %}
 
 
+def cause(error: Exception) -> str:
+    """The error in one short line: its type and the driver's first line (the server's words)."""
+    first_line = str(getattr(error, "orig", None) or error).partition("\n")[0]
+    return f"{type(error).__name__}: {first_line[:200]}"
+
+
 async def database_unavailable(request: Request, error: Exception) -> Response:
     """503 and Retry-After when the database cannot answer (down, unreachable, restarting, the
     pool exhausted, a statement cancelled by its timeout): the client retries later, and the log
@@ -156,13 +162,8 @@ async def database_unavailable(request: Request, error: Exception) -> Response:
     )
     if not is_outage:  # any other database error is a bug: the 500 handler's
         raise error
-    cause = str(getattr(error, "orig", None) or error).partition("\n")[0][:200]
     logger.warning(
-        "database unavailable: %s %s: %s: %s",
-        request.method,
-        request.url.path,
-        type(error).__name__,
-        cause,
+        "database unavailable: %s %s: %s", request.method, request.url.path, cause(error)
     )
     body = Detail(detail="the database is unavailable: retry later").model_dump_json()
     headers = {"Retry-After": str(settings.retry_after)}
@@ -228,7 +229,7 @@ async def ready(response: Response) -> dict[str, str]:
         ):
             await connection.execute(text("SELECT 1"))
     except (OSError, SQLAlchemyError, TimeoutError) as error:
-        logger.warning("not ready: the database does not answer: %s", error)
+        logger.warning("not ready: the database does not answer: %s", cause(error))
         response.status_code = 503
         return {"status": "unavailable"}
     return {"status": "ok"}
