@@ -20,12 +20,6 @@ def inspect(name: str, what: str = ".State") -> dict:
     return json.loads(docker("inspect", "--format", "{{json " + what + "}}", name).stdout) or {}
 
 
-def memory_mib(name: str) -> float:
-    """The container's memory use as `docker stats` shows it (page cache excluded), in MiB."""
-    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).stdout
-    return parse.size(usage.split("/")[0]) / 2**20
-
-
 def log_lines(name: str) -> int:
     logs = docker("logs", name, timeout=300)
     return len(logs.stdout.splitlines()) + len(logs.stderr.splitlines())
@@ -45,16 +39,20 @@ def cpu_seconds(pid: int) -> float | None:
     return None
 
 
-def wrk(url: str, settings, seconds: float, during=None) -> dict:
-    """wrk against url; during() is called once, halfway through (memory under load)."""
-    command = ["wrk", f"-t{settings.threads}", f"-c{settings.connections}", f"-d{seconds:g}s", "--latency"]
-    with subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        time.sleep(seconds / 2 if during else 0)
-        sampled = during() if during else None
-        out, err = proc.communicate(timeout=seconds + 60)
-    if proc.returncode != 0:
-        raise BenchmarkError(f"wrk failed ({proc.returncode}): {err.strip()}")
-    return parse.wrk_report(out) | {"during": sampled}
+def wrk(url: str, settings, seconds: float) -> dict:
+    """wrk against url at the settings' load."""
+    command = [
+        "wrk",
+        f"-t{settings.threads}",
+        f"-c{settings.connections}",
+        f"-d{seconds:g}s",
+        "--latency",
+        url,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    if result.returncode != 0:
+        raise BenchmarkError(f"wrk failed ({result.returncode}): {result.stderr.strip()}")
+    return parse.wrk_report(result.stdout)
 
 
 def build(context: Path, tag: str, log: Path, *args: str) -> dict:
@@ -73,8 +71,8 @@ def build(context: Path, tag: str, log: Path, *args: str) -> dict:
 
 
 def serve(image: str, name: str, port: int, env: dict, command: tuple, settings, label: str) -> dict:
-    """A container of image: its start, idle memory, one health probe's CPU time, the load (with CPU
-    time and log lines per request, memory halfway) and its stop."""
+    """A container of image: its start, one health probe's CPU time, the load (with the CPU time and the
+    log lines per request) and its stop."""
     url = f"http://127.0.0.1:{port}"
     docker("run", "--detach", "--name", name, "--label", label, "--network", "host", "--cpus", settings.cpus,
            *(f"--env={k}={v}" for k, v in env.items()), image, *command)  # fmt: skip
@@ -90,7 +88,6 @@ def serve(image: str, name: str, port: int, env: dict, command: tuple, settings,
         state = wait_until(f"{name}: Docker's `healthy`", lambda: inspect(name), healthy, 90, interval=0.1)
         passed = next(entry for entry in state["Health"]["Log"] if entry["ExitCode"] == 0)
         values["start_to_healthy_s"] = docker_time(passed["End"]) - started
-    values["mem_idle_mib"] = memory_mib(name)
     probe, before = parse.probe_command(inspect(image, ".Config.Healthcheck")), cpu_seconds(pid)
     if probe and before is not None:  # the HEALTHCHECK as Docker runs it: an exec in the container
         for _ in range(PROBES):
@@ -98,11 +95,11 @@ def serve(image: str, name: str, port: int, env: dict, command: tuple, settings,
         values["probe_cpu_ms"] = (cpu_seconds(pid) - before) / PROBES * 1e3
     wrk(f"{url}/", settings, settings.warmup)
     lines, cpu = log_lines(name), cpu_seconds(pid)
-    load = wrk(f"{url}/", settings, settings.duration, lambda: memory_mib(name))
+    load = wrk(f"{url}/", settings, settings.duration)
     values |= {key: load[key] for key in ("rps", "p50_ms", "p99_ms", "errors", "requests")}
     values["cpu_us_per_request"] = None if cpu is None else (cpu_seconds(pid) - cpu) * 1e6 / load["requests"]
     values["log_lines_per_request"] = (log_lines(name) - lines) / load["requests"]
-    values["mem_load_mib"], stop = load["during"], time.monotonic()
+    stop = time.monotonic()
     docker("stop", name, timeout=60)
     values |= {"stop_s": time.monotonic() - stop, "exit_code": inspect(name)["ExitCode"]}
     docker("rm", name)

@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}  # wrk's latency units, to ms
-SIZE_UNITS = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 
 
 class BenchmarkError(RuntimeError):
@@ -30,13 +29,6 @@ def wrk_report(output: str) -> dict:
         "errors": sum(map(int, sockets.groups() if sockets else ())) + int(non_2xx[1] if non_2xx else 0),
         "requests": int(find(r"^\s*(\d+) requests in")[1]),
     }
-
-
-def size(text: str) -> float:
-    """A size as Docker prints it (`35.6MiB`, `512kB`, `0B`), in bytes."""
-    if match := re.fullmatch(r"([\d.]+)\s*([kKMG]?i?B)", text.strip()):
-        return float(match[1]) * SIZE_UNITS[match[2]]
-    raise BenchmarkError(f"not a size: {text!r}")
 
 
 def docker_time(stamp: str) -> float:

@@ -15,8 +15,6 @@ METRICS = {  # key: (label, decimals); None stands for not measured: no HEALTHCH
     "errors": ("errors (non-2xx + socket)", 0),
     "cpu_us_per_request": ("CPU time per request (us)", 0),
     "log_lines_per_request": ("log lines per request", 2),
-    "mem_idle_mib": ("memory idle (MiB)", 1),
-    "mem_load_mib": ("memory under load (MiB)", 1),
     "stop_s": ("docker stop (s)", 2),
 }
 OPS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}

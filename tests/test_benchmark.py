@@ -58,15 +58,6 @@ def test_wrk_latency_units_convert_to_milliseconds_and_a_truncated_report_is_an_
         parse.wrk_report(recorded("wrk.txt").split("Requests/sec")[0])
 
 
-def test_docker_stats_memory_and_docker_sizes_in_bytes():
-    usage = recorded("docker-stats-memusage.txt")  # "10.36MiB / 23.54GiB"
-    assert parse.size(usage.split("/")[0]) == pytest.approx(10.36 * 2**20)
-    assert parse.size(usage.split("/")[1]) == pytest.approx(23.54 * 2**30)
-    assert [parse.size(s) for s in ("0B", "512kB", "1.5GB", "2KiB")] == [0, 512e3, 1.5e9, 2048]
-    with pytest.raises(BenchmarkError, match="not a size"):
-        parse.size("--")
-
-
 def test_docker_timestamps_keep_their_nanoseconds():
     state = json.loads(recorded("docker-inspect-state.json"))
     started = parse.docker_time(state["StartedAt"])  # 2026-12-02T17:49:02.432310767Z
