@@ -1,12 +1,9 @@
-"""The generated service measured against the tutorial it grew from, side by side, in one run.
+"""The generated service measured against the tutorial it grew from, side by side, in one run:
+`python -m benchmark [--smoke | --publish] [--out DIR]` from the repository root (docs/benchmark.md).
 
-    python -m benchmark [--smoke | --publish] [--out DIR]      (from the repository root; --help)
-
-Writes results.json (every run's numbers, and where they were measured) and results.md (every metric,
-the targets met or not) to --out, build logs under logs/; --publish copies both to docs/benchmark-results/.
-What is measured, how, and why these targets: docs/benchmark.md. Needs docker with buildx and compose,
-wrk, and the test suite's venv. What it creates is labelled and removed at the end, also on failure.
-"""
+Writes results.json (every run's numbers, and where) and results.md (every metric, the targets met or
+not) to --out; --publish copies both to docs/benchmark-results/. What it creates is labelled and
+removed at the end, also on failure."""
 
 import argparse
 import datetime as dt
@@ -130,12 +127,8 @@ def prepare(variant: Variant, workdir: Path, port: int) -> tuple[Path, list[str]
 def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir: Path) -> None:
     if shutil.which("wrk") is None:
         raise BenchmarkError("wrk is not installed (Debian: apt-get install wrk)")
-    started, env, logs, label = (
-        time.monotonic(),
-        environment(settings, argv),
-        settings.out / "logs",
-        f"{LABEL}={name}",
-    )
+    started, env = time.monotonic(), environment(settings, argv)
+    logs, label = settings.out / "logs", f"{LABEL}={name}"
     logs.mkdir(parents=True, exist_ok=True)
     log(f"{name}: {len(VARIANTS)} variants x {settings.runs} run(s), {settings.duration:g} s of load each")
     built = [v.key for v in VARIANTS if not v.image_of]
@@ -152,10 +145,7 @@ def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir:
         }
         for v in VARIANTS[run % len(VARIANTS) :] + VARIANTS[: run % len(VARIANTS)]:
             image = v.image_of or v.key
-            command = (*v.command, str(ports[image])) if v.command else ()
-            values = serve(
-                tags[image], f"{name}-{v.key}-r{run}", ports[image], v.env, command, settings, label
-            )
+            values = serve(tags[image], f"{name}-{v.key}-r{run}", ports[image], v, settings, label)
             runs[v.key].append(images[image] | values)
             log(f"run {run + 1} {v.label}: {values['rps']:.0f} requests/s")
         docker("rmi", "--force", *tags.values(), check=False)

@@ -70,12 +70,12 @@ def build(context: Path, tag: str, log: Path, *args: str) -> dict:
     }
 
 
-def serve(image: str, name: str, port: int, env: dict, command: tuple, settings, label: str) -> dict:
-    """A container of image: its start, one health probe's CPU time, the load (with the CPU time and the
-    log lines per request) and its stop."""
-    url = f"http://127.0.0.1:{port}"
+def serve(image: str, name: str, port: int, variant, settings, label: str) -> dict:
+    """A container of image with variant's settings: its start, one health probe's CPU time, the load
+    (with the CPU time and the log lines per request) and its stop."""
+    url, command = f"http://127.0.0.1:{port}", (*variant.command, str(port)) if variant.command else ()
     docker("run", "--detach", "--name", name, "--label", label, "--network", "host", "--cpus", settings.cpus,
-           *(f"--env={k}={v}" for k, v in env.items()), image, *command)  # fmt: skip
+           *(f"--env={k}={v}" for k, v in variant.env.items()), image, *command)  # fmt: skip
     try:
         wait_until(f"{name}: a 200 from /health", lambda: get_ok(f"{url}/health"), bool, 60, interval=0.01)
     except AssertionError as error:
