@@ -29,11 +29,8 @@ def cpu_seconds(pid: int) -> float | None:
     """CPU time of every process in pid's cgroup so far; None where this host cannot read it."""
     try:
         proc, mounts = Path(f"/proc/{pid}/cgroup").read_text(), Path("/proc/self/mountinfo").read_text()
-        if found := parse.cgroup_dir(proc, mounts, "cpuacct"):  # v2: the unified hierarchy's cpu.stat
-            directory, version = found
-            return parse.cpu_usage(
-                (directory / ("cpuacct.usage", "cpu.stat")[version - 1]).read_text(), version
-            )
+        if found := parse.cgroup_dir(proc, mounts, "cpuacct"):  # v2: the unified hierarchy
+            return parse.cpu_usage((found[0] / parse.CPU_FILES[found[1]]).read_text(), found[1])
     except OSError:  # not a local engine's process, or no such file
         pass
     return None
@@ -41,15 +38,8 @@ def cpu_seconds(pid: int) -> float | None:
 
 def wrk(url: str, settings, seconds: float) -> dict:
     """wrk against url at the settings' load."""
-    command = [
-        "wrk",
-        f"-t{settings.threads}",
-        f"-c{settings.connections}",
-        f"-d{seconds:g}s",
-        "--latency",
-        url,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    load = [f"-t{settings.threads}", f"-c{settings.connections}", f"-d{seconds:g}s", "--latency"]
+    result = subprocess.run(["wrk", *load, url], capture_output=True, text=True, timeout=seconds + 60)
     if result.returncode != 0:
         raise BenchmarkError(f"wrk failed ({result.returncode}): {result.stderr.strip()}")
     return parse.wrk_report(result.stdout)

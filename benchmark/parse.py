@@ -4,6 +4,7 @@ import datetime as dt
 import re
 from pathlib import Path
 
+CPU_FILES = {1: "cpuacct.usage", 2: "cpu.stat"}  # a cgroup's CPU time so far, by cgroup version
 TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}  # wrk's latency units, to ms
 
 
