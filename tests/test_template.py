@@ -26,7 +26,7 @@ def test_python_versions_are_strings_and_default_to_3_13():
 def test_template_python_is_ruff_clean():
     for command in (["check", "--no-cache"], ["format", "--no-cache", "--check"]):
         result = subprocess.run(
-            [tool("ruff"), *command, "hooks", "tests", "scripts"],
+            [tool("ruff"), *command, "hooks", "tests", "scripts", "benchmark"],
             cwd=TEMPLATE,
             capture_output=True,
             text=True,

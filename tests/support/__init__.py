@@ -1,4 +1,4 @@
-"""What the template's test modules and scripts/benchmark.py share, one copy of each.
+"""What the template's test modules and the benchmark (benchmark/) share, one copy of each.
 
     project     the template's paths and answers: bake(), cookiecutter_cli(), make(), choices(),
                 pairwise(), case_id(), LEFTOVER_JINJA, tool(), the answer sets
@@ -20,5 +20,5 @@ Vocabulary: an *answer set* is a dict of answers to cookiecutter.json's question
 in the rest); `case_id()` names one. A *complete* answer set turns every deployment option on.
 
 Importable as `tests.support.<module>` with the repository root on sys.path (pytest's `pythonpath`
-in pyproject.toml; scripts insert the root themselves). Nothing here imports pytest.
+in pyproject.toml; `python -m benchmark` run from the root). Nothing here imports pytest.
 """
