@@ -3,8 +3,14 @@
 Tiers (fast to slow): hooks, render, service need only Python; image and deploy (marker `docker`)
 need a Docker engine with buildx and compose v2. Without one those are skipped with the reason,
 unless --require-docker or REQUIRE_DOCKER=1 makes that a failure (CI does).
+
+The suite runs on parallel workers (pytest-xdist, `--dist loadgroup`, see pyproject.toml): tests that
+share a costly fixture instance are grouped onto one worker (pytest_collection_modifyitems), and
+caches shared by every worker are made under a file lock (cache_lock).
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -50,6 +56,44 @@ def pytest_configure(config: pytest.Config) -> None:
     config_dirs.append(user_dir)
 
 
+# Session fixtures a test may hold on one worker only: `swarm` (one swarm per engine) and the ones
+# that build a stack's image. Each worker would build its own copy; grouping their tests builds it once.
+ONE_WORKER = ("swarm", "database_service", "compose_service")
+
+
+def worker_group(item: pytest.Item) -> str | None:
+    """The xdist group of item: the first ONE_WORKER fixture it uses, else its module and the
+    parameters of its module-scoped fixtures (so that e.g. each image of test_image.py is built once)."""
+    names = item.fixturenames
+    for name in ONE_WORKER:
+        if name in names:
+            return name
+    definitions = item._fixtureinfo.name2fixturedefs
+    shared = [n for n in names if n in definitions and definitions[n][-1].scope in ("module", "class")]
+    if not shared:
+        return None
+    indices = item.callspec.indices if hasattr(item, "callspec") else {}
+    return item.path.stem + "".join(f"-{n}{indices[n]}" for n in shared if n in indices)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = worker_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Held while cache (a directory every worker may make or use) is checked and made."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / f".{cache.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     for user_dir in config_dirs:
         shutil.rmtree(user_dir, ignore_errors=True)
@@ -78,14 +122,17 @@ def cleanup() -> Iterator[list[list[str]]]:
 def service_venv(lock: str) -> Path:
     """A venv with the generated project's dev lock `lock`, installed the way `make install` does.
 
-    Kept in build/ under the lock's hash: made once, re-made when the lock changes.
+    Kept in build/ under the lock's hash: made once (by one worker, the others wait), re-made when
+    the lock changes.
     """
     digest = hashlib.sha256((SERVICE / lock).read_bytes()).hexdigest()[:12]
     cache = TEMPLATE / "build" / f"service-venv-{digest}"
-    if not (cache / "bin" / "pytest").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
-        pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--require-hashes", "-r", str(SERVICE / lock)], check=True)
+    with cache_lock(cache):
+        if not (cache / ".installed").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
+            pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+            subprocess.run([*pip, "--require-hashes", "-r", str(SERVICE / lock)], check=True)
+            (cache / ".installed").touch()
     return cache
 
 
