@@ -39,6 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 config_dirs: list[Path] = []
+# Where scripts/test keeps its venv; the service venvs are kept there too.
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastapi-docker"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,18 +58,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config_dirs.append(user_dir)
 
 
-# Session fixtures a test may hold on one worker only: `swarm` (one swarm per engine) and the ones
-# that build a stack's image. Each worker would build its own copy; grouping their tests builds it once.
+# Session fixtures whose tests run on one worker, one after another: `swarm` (one swarm per engine)
+# and the stacks' images (each worker would build its own; the Swarm tests use both).
 ONE_WORKER = ("swarm", "database_service", "compose_service")
 
 
 def worker_group(item: pytest.Item) -> str | None:
-    """The xdist group of item: the first ONE_WORKER fixture it uses, else its module and the
+    """The xdist group of item: "stacks" if it uses a ONE_WORKER fixture, else its module and the
     parameters of its module-scoped fixtures (so that e.g. each image of test_image.py is built once)."""
     names = item.fixturenames
-    for name in ONE_WORKER:
-        if name in names:
-            return name
+    if any(name in names for name in ONE_WORKER):
+        return "stacks"
     definitions = item._fixtureinfo.name2fixturedefs
     shared = [n for n in names if n in definitions and definitions[n][-1].scope in ("module", "class")]
     if not shared:
@@ -76,9 +77,21 @@ def worker_group(item: pytest.Item) -> str | None:
     return item.path.stem + "".join(f"-{n}{indices[n]}" for n in shared if n in indices)
 
 
+# The longest tests (an arm64 build through QEMU; the benchmark's smoke run) start first, then the
+# other Docker tests, then the rest: short tests fill the workers' last minutes, not one long one.
+LONGEST = ("test_multiplatform", "test_benchmark")
+
+
+def start_order(item: pytest.Item) -> int:
+    if item.path.stem in LONGEST and item.get_closest_marker("docker"):
+        return 0
+    return 1 if item.get_closest_marker("docker") else 2
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         return
+    items.sort(key=start_order)  # stable: each module's order (and its fixtures' grouping) is kept
     for item in items:
         group = worker_group(item)
         if group:
@@ -122,11 +135,11 @@ def cleanup() -> Iterator[list[list[str]]]:
 def service_venv(lock: str) -> Path:
     """A venv with the generated project's dev lock `lock`, installed the way `make install` does.
 
-    Kept in build/ under the lock's hash: made once (by one worker, the others wait), re-made when
-    the lock changes.
+    Kept under the lock's hash in the user's cache, beside scripts/test's venv: made once (by one
+    worker, the others wait; a fresh clone reuses it), made anew for a changed lock.
     """
     digest = hashlib.sha256((SERVICE / lock).read_bytes()).hexdigest()[:12]
-    cache = TEMPLATE / "build" / f"service-venv-{digest}"
+    cache = CACHE / f"service-venv-{digest}"
     with cache_lock(cache):
         if not (cache / ".installed").exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
