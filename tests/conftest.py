@@ -3,8 +3,14 @@
 Tiers (fast to slow): hooks, render, service need only Python; image and deploy (marker `docker`)
 need a Docker engine with buildx and compose v2. Without one those are skipped with the reason,
 unless --require-docker or REQUIRE_DOCKER=1 makes that a failure (CI does).
+
+The suite runs on parallel workers (pytest-xdist, `--dist loadgroup`, see pyproject.toml): tests that
+share a costly fixture instance are grouped onto one worker (pytest_collection_modifyitems), and
+caches shared by every worker are made under a file lock (cache_lock).
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 config_dirs: list[Path] = []
+# Where scripts/test keeps its venv; the service venvs are kept there too.
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastapi-docker"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +57,55 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     os.environ["COOKIECUTTER_CONFIG"] = str(config_file)
     config_dirs.append(user_dir)
+
+
+# Session fixtures whose tests run on one worker, one after another: `swarm` (one swarm per engine)
+# and the stacks' images (each worker would build its own; the Swarm tests use both).
+ONE_WORKER = ("swarm", "database_service", "compose_service")
+
+
+def worker_group(item: pytest.Item) -> str | None:
+    """The xdist group of item: "stacks" if it uses a ONE_WORKER fixture, else its module and the
+    parameters of its module-scoped fixtures (so that e.g. each image of test_image.py is built once)."""
+    names = item.fixturenames
+    if any(name in names for name in ONE_WORKER):
+        return "stacks"
+    definitions = item._fixtureinfo.name2fixturedefs
+    shared = [n for n in names if n in definitions and definitions[n][-1].scope in ("module", "class")]
+    if not shared:
+        return None
+    indices = item.callspec.indices if hasattr(item, "callspec") else {}
+    return item.path.stem + "".join(f"-{n}{indices[n]}" for n in shared if n in indices)
+
+
+# The longest tests (an arm64 build through QEMU; the benchmark's smoke run) start first, then the
+# other Docker tests, then the rest: short tests fill the workers' last minutes, not one long one.
+LONGEST = ("test_multiplatform", "test_benchmark")
+
+
+def start_order(item: pytest.Item) -> int:
+    if item.path.stem in LONGEST and item.get_closest_marker("docker"):
+        return 0
+    return 1 if item.get_closest_marker("docker") else 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    items.sort(key=start_order)  # stable: each module's order (and its fixtures' grouping) is kept
+    for item in items:
+        group = worker_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Held while cache (a directory every worker may make or use) is checked and made."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / f".{cache.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -79,15 +136,18 @@ def cleanup() -> Iterator[list[list[str]]]:
 def service_venv(tmp_path_factory: pytest.TempPathFactory, **answers: str) -> Path:
     """A venv with the dev lock of a project of these answers, installed the way `make install` does.
 
-    Kept in build/ under the lock's hash: made once, re-made when the lock changes.
+    Kept under the lock's hash in the user's cache, beside scripts/test's venv: made once (by one
+    worker, the others wait; a fresh clone reuses it), made anew for a changed lock.
     """
     lock = bake(tmp_path_factory.mktemp("lock"), **answers) / "requirements-dev.txt"
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
-    cache = TEMPLATE / "build" / f"service-venv-{digest}"
-    if not (cache / "bin" / "pytest").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
-        pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--require-hashes", "-r", str(lock)], check=True)
+    cache = CACHE / f"service-venv-{digest}"
+    with cache_lock(cache):
+        if not (cache / ".installed").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache)], check=True)
+            pip = [str(cache / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+            subprocess.run([*pip, "--require-hashes", "-r", str(lock)], check=True)
+            (cache / ".installed").touch()
     return cache
 
 

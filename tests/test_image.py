@@ -25,6 +25,7 @@ from tests.support.buildkit import dependency_layers
 from tests.support.docker import (
     INDEX_URL_ENV,
     NETWORK_ENV,
+    build_slot,
     buildx_build,
     docker,
     health,
@@ -263,7 +264,8 @@ def test_build_secret_never_reaches_the_image(cleanup, tmp_path):
         tag,
         str(project),
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    with build_slot(no_cache=True):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = tmp_path / "image.tar"
     docker("save", "--output", str(saved), tag)

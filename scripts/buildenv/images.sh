@@ -20,8 +20,11 @@ source "${BASH_SOURCE[0]%/*}/postgres.sh"
   declare -gA py311_full=([tags]=python:3.11-bookworm [release]=bookworm [include]=$PY_BOOKWORM [recipe]=python_full)
   declare -gA py313_full=([tags]="python:3.13-trixie python:3.13" [release]=trixie [include]=$PY_SLIM [recipe]=python_full)
   declare -gA pg17=([tags]=postgres:$PG_MAJOR [release]=trixie [include]=$PG_INCLUDE [recipe]=postgres_rootfs)
+  # py313_slim for arm64 (through qemu), under a tag of its own: multiplatform.sh pushes it beside the amd64 one.
+  declare -gA py313_slim_arm64=([tags]=fastapi-docker-standin/python:3.13-slim-trixie-arm64 [release]=trixie \
+    [include]=$PY_SLIM [recipe]=python_slim [arch]=arm64)
 }
-STANDINS=(py311_slim py313_slim py311_full py313_full pg17)
+STANDINS=(py311_slim py313_slim py311_full py313_full pg17 py313_slim_arm64)
 
 in_root() {  # in_root DIR CMD... : CMD in the tree, with none of the host's environment (PIP_*, SSL_*)
   chroot "$1" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin "${@:2}"
@@ -77,11 +80,11 @@ standin() {  # standin ROW : the primary tag is current (labelled with the row's
   if [[ $(inspect "{{index .Config.Labels \"$LABEL_RECIPE\"}}" "${tags[0]}") == "$(recipe_hash "$1")" ]]; then
     log "[$1] ${row[tags]}: current"
   else  # the release's debootstrap (shared by rows), a copy of it, the recipe, the import
-    base=$STATE_DIR/rootfs/base-${row[release]}-$(cksum <<<"${row[include]}" | cut -d' ' -f1)
-    { flock 8; [[ -e $base.done ]] || { make_rootfs "$base" "${row[release]}" "${row[include]}"; touch "$base.done"; }; } \
-      8>"$STATE_DIR/rootfs/debootstrap-${row[release]}.lock"
+    base=$STATE_DIR/rootfs/base-${row[release]}${row[arch]:+-${row[arch]}}-$(cksum <<<"${row[include]}" | cut -d' ' -f1)
+    { flock 8; [[ -e $base.done ]] || { make_rootfs "$base" "${row[release]}" "${row[include]}" ${row[arch]:+"${row[arch]}"}
+      touch "$base.done"; }; } 8>"$base.lock"
     cp -a "$base" "$STATE_DIR/rootfs/$1"
-    import_rootfs "$1" "$STATE_DIR/rootfs/$1" "${tags[0]}" docker import
+    import_rootfs "$1" "$STATE_DIR/rootfs/$1" "${tags[0]}" docker import ${row[arch]:+--platform "linux/${row[arch]}"}
     log "[$1] built: ${row[tags]}, $(($(inspect '{{.Size}}' "${tags[0]}") / 1000000)) MB"
   fi
   new=$(inspect '{{.Id}}' "${tags[0]}")
@@ -89,8 +92,19 @@ standin() {  # standin ROW : the primary tag is current (labelled with the row's
   for id in $old; do [[ $id == "$new" ]] || docker image rm "$id" >/dev/null 2>&1 || true; done  # superseded, unless in use
 }
 
+ensure_binfmt() {  # arm64 binaries run here (qemu), also in a container's root
+  local entry=/proc/sys/fs/binfmt_misc/qemu-aarch64
+  [[ -e /proc/sys/fs/binfmt_misc/register ]] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+    die "cannot mount binfmt_misc (no CAP_SYS_ADMIN, or no CONFIG_BINFMT_MISC): arm64 binaries cannot run here"
+  [[ -e $entry ]] || update-binfmts --enable qemu-aarch64 || die "update-binfmts --enable qemu-aarch64 failed"
+  grep -qx enabled "$entry" || die "$entry is not enabled"
+  # F: the kernel opens the interpreter at registration, so it works in a container's root too.
+  grep -q '^flags: .*F' "$entry" || die "$entry lacks the F (fix-binary) flag: arm64 RUN steps would fail in containers"
+}
+
 ensure_images() {
-  apt_install debootstrap xz-utils
+  apt_install debootstrap xz-utils qemu-user-static binfmt-support
+  ensure_binfmt
   remove_rootfs "$STATE_DIR/rootfs"; mkdir -p "$STATE_DIR/rootfs"  # without what an interrupted run left
   local name rc=0
   local -A pids=()

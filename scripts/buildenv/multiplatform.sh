@@ -18,11 +18,8 @@ readonly BRIDGE=fd-multiplat0 BRIDGE_ADDR=172.31.254.1/24
 readonly REGISTRY=127.0.0.1:5000 REGISTRY_DIR=$STATE_DIR/registry REGISTRY_CONFIG=$STATE_DIR/registry.yml
 readonly REGISTRY_LOG=/var/log/registry-multiplatform.log
 readonly BASE_TAG=${py313_slim[tags]%% *}  # python:3.13-slim-trixie, the default project's base image
-# shellcheck disable=SC2034  # its arm64 twin, read through a nameref
-declare -gA py313_slim_arm64=([release]=${py313_slim[release]} [include]=${py313_slim[include]} \
-  [recipe]=${py313_slim[recipe]} [arch]=arm64)
+readonly ARM64_TAG=${py313_slim_arm64[tags]}  # its arm64 twin, a stand-in of images.sh too
 
-mp_docker() { docker -H "unix://$SOCKET" "$@"; }
 engine_answers() { timeout 10 docker -H "unix://$SOCKET" info >/dev/null 2>&1; }
 registry_answers() { curl -fsS -o /dev/null --max-time 5 "http://$REGISTRY/v2/"; }
 
@@ -31,16 +28,6 @@ print_env() {
     printf 'export FASTAPI_DOCKER_MULTIPLATFORM_CONTEXT=%s\n' "$CONTEXT"
     printf 'export FASTAPI_DOCKER_MULTIPLATFORM_REGISTRY=%s\n' "$REGISTRY"
   fi
-}
-
-ensure_binfmt() {
-  local entry=/proc/sys/fs/binfmt_misc/qemu-aarch64
-  [[ -e /proc/sys/fs/binfmt_misc/register ]] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
-    die "cannot mount binfmt_misc (no CAP_SYS_ADMIN, or no CONFIG_BINFMT_MISC): arm64 binaries cannot run here"
-  [[ -e $entry ]] || update-binfmts --enable qemu-aarch64 || die "update-binfmts --enable qemu-aarch64 failed"
-  grep -qx enabled "$entry" || die "$entry is not enabled"
-  # F: the kernel opens the interpreter at registration, so it works in a container's root too.
-  grep -q '^flags: .*F' "$entry" || die "$entry lacks the F (fix-binary) flag: arm64 RUN steps would fail in containers"
 }
 
 ensure_registry() {
@@ -81,35 +68,21 @@ manifest() {  # manifest REPO:TAG : its raw manifest JSON in the loopback regist
     "http://$REGISTRY/v2/${1%:*}/manifests/${1##*:}" 2>/dev/null || true
 }
 
-arm_recipe_pushed() {  # arm_recipe_pushed REPO:TAG : the recipe label of the pushed single-platform image
-  local digest
-  digest=$(manifest "$1" | jq -r '.config.digest // empty' 2>/dev/null || true)
-  [[ -n $digest ]] || return 0
-  curl -fsS --max-time 10 "http://$REGISTRY/v2/${1%:*}/blobs/$digest" 2>/dev/null |
-    jq -r ".config.Labels[\"$LABEL_RECIPE\"] // empty" 2>/dev/null || true
-}
-
-build_arm64() {  # build_arm64 REF : images.sh's recipe on an arm64 debootstrap (through qemu), imported, pushed
-  local dir=$STATE_DIR/rootfs/py313_slim_arm64
-  log "[arm64] debootstrap through qemu: ~15 min"
-  make_rootfs "$dir" "${py313_slim_arm64[release]}" "${py313_slim_arm64[include]}" arm64
-  import_rootfs py313_slim_arm64 "$dir" "$1" mp_docker import --platform linux/arm64
-  mp_docker push -q "$1" >/dev/null || die "docker push $1 failed"
-  mp_docker image rm "$1" >/dev/null
+push() {  # push IMAGE REF : the main engine's IMAGE as REF, unless REF is that image already (ID = config digest)
+  local want
+  want=$(docker image inspect -f '{{.Id}}' "$1" 2>/dev/null) || die "the main engine has no $1 (images.sh makes it)"
+  [[ $(manifest "${2#*/}" | jq -r '.config.digest // empty' 2>/dev/null) != "$want" ]] || return 0
+  log "pushing the main engine's $1 -> $2"
+  docker tag "$1" "$2"
+  docker push -q "$2" >/dev/null || die "docker push $2 failed"
+  docker image rm "$2" >/dev/null
 }
 
 ensure_base_images() {
-  local repo=library/${BASE_TAG%:*} tag=${BASE_TAG##*:} amd arm index want
+  local repo=library/${BASE_TAG%:*} tag=${BASE_TAG##*:} amd arm index
   amd=$REGISTRY/$repo:$tag-amd64 arm=$REGISTRY/$repo:$tag-arm64 index=$REGISTRY/$repo:$tag
-  # amd64: the main engine's stand-in itself (its image ID is its config digest).
-  want=$(docker image inspect -f '{{.Id}}' "$BASE_TAG" 2>/dev/null) || die "the main engine has no $BASE_TAG (images.sh makes it)"
-  if [[ $(manifest "${amd#*/}" | jq -r '.config.digest // empty' 2>/dev/null) != "$want" ]]; then
-    log "[amd64] pushing the main engine's $BASE_TAG -> $amd"
-    docker tag "$BASE_TAG" "$amd"
-    docker push -q "$amd" >/dev/null || die "docker push $amd failed"
-    docker image rm "$amd" >/dev/null
-  fi
-  [[ $(arm_recipe_pushed "${arm#*/}") == "$(recipe_hash py313_slim_arm64)" ]] || build_arm64 "$arm"
+  push "$BASE_TAG" "$amd"
+  push "$ARM64_TAG" "$arm"
   # The index must name exactly the current two manifests.
   local d_amd d_arm have
   d_amd=$(manifest "${amd#*/}" | sha256sum | cut -d' ' -f1)

@@ -5,12 +5,16 @@ as the BuildKit secret `index_url`, exactly as a team behind Artifactory or devp
 and on the network FASTAPI_DOCKER_BUILD_NETWORK names, if set.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +55,19 @@ def build_flags() -> list[str]:
     return flags
 
 
+@contextlib.contextmanager
+def build_slot(no_cache: bool) -> Iterator[None]:
+    """Held around a build: a `--no-cache` build alone, any other builds together.
+
+    BuildKit runs a step that concurrent builds share once, and while a `--no-cache` build runs that
+    step, a build of it that could come from the layer cache runs it too: its rebuild is not cached.
+    The lock is the machine's (the engine's), so parallel workers and the benchmark keep to it.
+    """
+    with open(Path(tempfile.gettempdir()) / "fastapi-docker-builds.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if no_cache else fcntl.LOCK_SH)
+        yield
+
+
 def buildx_build(
     context: Path, tag: str, *extra: str, timeout: float = 1200, check: bool = True
 ) -> tuple[subprocess.CompletedProcess, float]:
@@ -58,14 +75,15 @@ def buildx_build(
 
     Returns (the result, whose stderr is the progress log, and the seconds it took).
     """
-    started = time.monotonic()
-    result = docker(
-        "buildx", "build",
-        "--load",  # into the engine's image store, whichever builder driver is the default
-        *build_flags(), "--progress", "plain", *extra, "--tag", tag, str(context),
-        timeout=timeout, check=check,
-    )  # fmt: skip
-    return result, time.monotonic() - started
+    with build_slot("--no-cache" in extra):
+        started = time.monotonic()
+        result = docker(
+            "buildx", "build",
+            "--load",  # into the engine's image store, whichever builder driver is the default
+            *build_flags(), "--progress", "plain", *extra, "--tag", tag, str(context),
+            timeout=timeout, check=check,
+        )  # fmt: skip
+        return result, time.monotonic() - started
 
 
 def docker_problem() -> str | None:
