@@ -89,6 +89,7 @@ def start_order(item: pytest.Item) -> int:
     return 1 if item.get_closest_marker("docker") else 2
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its own hook adds them to the node ids)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         return
