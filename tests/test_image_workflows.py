@@ -244,8 +244,13 @@ def test_json_logs_one_object_per_line_with_request_ids_and_no_health_probes(tea
         made_up = response.headers["X-Request-ID"]
     # Docker's own probes of /health have run too.
     wait_until(f"{name} healthy", lambda: health(name), "healthy".__eq__, 60, interval=0.05)
-    logs = docker("logs", name)
-    lines = json_lines(logs.stdout + logs.stderr)
+
+    def logged() -> list[dict]:
+        logs = docker("logs", name)
+        return json_lines(logs.stdout + logs.stderr)
+
+    # The access log is written in batches, at least every second (app/logs.py): both lines come.
+    lines = wait_until(f"{name}'s two access lines", logged, lambda seen: len(access_log(seen)) >= 2, 10)
     access = access_log(lines)
     assert access == [("GET / HTTP/1.1", "image-test-1"), ("GET / HTTP/1.1", made_up)], access
     assert any(line["logger"] == "app.main" for line in lines), lines
