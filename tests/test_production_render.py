@@ -9,7 +9,6 @@ run for real against a local server: healthy on 200 only.
 import http.server
 import re
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -87,19 +86,18 @@ def probe_exit_code(command: list[str], status: int | None) -> int:
     else:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        return subprocess.run([sys.executable, *command[1:]], env=environment, timeout=10).returncode
+        return subprocess.run(command, env=environment, timeout=10).returncode
     finally:
         if status is not None:
             server.shutdown()
             server.server_close()
 
 
-def test_the_health_probe_is_healthy_on_200_only_and_imports_nothing_heavy(rendered):
+def test_the_health_probe_is_healthy_on_200_only_and_starts_no_python(rendered):
     root = rendered({})
     (health,) = [i for i in lineage(parse(root / "Dockerfile")) if i.keyword == "HEALTHCHECK"]
     command = health.exec_form()
-    assert command[:4] == ["python", "-I", "-S", "-c"]  # no site-packages, no PYTHON* variables
-    assert re.findall(r"import ([\w ,]+);", command[-1]) == ["_socket as m, posix"]  # both built in
+    assert command[:2] == ["bash", "-c"]  # no Python started: several times bash's start
     assert "/health" in command[-1]
     assert probe_exit_code(command, 200) == 0
     assert probe_exit_code(command, 503) != 0

@@ -132,7 +132,7 @@ def test_dockerfile_properties(project):
     assert cmd.exec_form() == ["uvicorn", "app.main:app"]
     [health] = [i for i in final if i.keyword == "HEALTHCHECK"]
     # The probe itself is run for real in test_production_render.py.
-    assert "int(posix.environ[b'UVICORN_PORT'])" in health.args and "GET /health " in health.args
+    assert "/dev/tcp/127.0.0.1/$UVICORN_PORT" in health.args and "GET /health " in health.args
     # Probed often while starting (healthy within a second), rarely afterwards (a cost paid all day),
     # with a start period long enough for a slow host.
     timing = {flag: seconds(value) for flag, value in re.findall(r"--([a-z-]+)=([0-9.]+m?s)", health.args)}
