@@ -81,8 +81,8 @@ STANDARD = {*vars(logging.makeLogRecord({})), "message", "request_id", "color_me
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, request_id, the
-    call's own fields, and a traceback as exc_info. The standard library's json: a formatter
-    package's generality costs a fifth more CPU per request with the access log on."""
+    call's own fields, and a traceback as exc_info. The standard library's json and these few
+    lines instead of a formatter package: one dependency less, at the same cost per line."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
