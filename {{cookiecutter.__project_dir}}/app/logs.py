@@ -17,7 +17,6 @@ import sys
 import time
 import uuid
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from urllib.parse import quote, quote_from_bytes
 
 {% if cookiecutter.observability == "opentelemetry" -%}
@@ -95,11 +94,21 @@ STANDARD |= {"trace_id", "span_id"}  # RequestIdFilter's, written beside request
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, request_id, the
     call's own fields, and a traceback as exc_info. The standard library's json and these few
-    lines instead of a formatter package: one dependency less, at the same cost per line."""
+    lines instead of a formatter package: one dependency less. Written for the access log's rate:
+    one encoder for every line, compact separators (fewer bytes to the log pipe), and the date and
+    time worked out once a second (the fraction added per line)."""
+
+    encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+    clock = (-1, "")  # (second, its date and time): one attribute, so threads never mix the two
 
     def format(self, record: logging.LogRecord) -> str:
+        second, stamp = self.clock
+        if int(record.created) != second:
+            second = int(record.created)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.clock = (second, stamp)
         line = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "time": f"{stamp}.{int(record.created % 1 * 1e6):06d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -112,7 +121,7 @@ class JsonFormatter(logging.Formatter):
         line.update((key, value) for key, value in vars(record).items() if key not in STANDARD)
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return self.encode(line)
 
 
 def configure(settings: Settings) -> None:

@@ -7,6 +7,7 @@ import re
 {%- if cookiecutter.database == "postgresql" %}
 import socket
 {%- endif %}
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,15 @@ def test_one_access_line_per_request_with_status_duration_and_request_id(json_lo
     assert access["message"].startswith('testclient:50000 - "GET /?page=2 HTTP/1.1" 200 ')
     assert access["status"] == 200 and access["duration_ms"] >= 0
     assert app_line["level"] == "WARNING" and app_line["logger"] == "app.main"
+
+
+def test_json_lines_carry_their_own_time_in_utc() -> None:
+    """The formatter works the date and time out once a second: each line still has its own."""
+    formatter = logs.JsonFormatter()
+    for created in (1_700_000_000.25, 1_700_000_000.5, 1_700_000_001.75, 1_699_999_999.0):
+        record = logging.makeLogRecord({"msg": "m", "created": created})
+        stamp = datetime.fromisoformat(json.loads(formatter.format(record))["time"])
+        assert stamp == datetime.fromtimestamp(created, UTC), (created, stamp)
 
 
 def test_probes_are_not_logged_under_any_root_path(running, json_logs) -> None:
