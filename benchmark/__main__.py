@@ -6,6 +6,7 @@ not) to --out; --publish copies both to docs/benchmark-results/. What it creates
 removed at the end, also on failure."""
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from benchmark.measure import build, dev_loop, serve
+from benchmark.measure import build, dev_loop, otlp_collector, serve
 from benchmark.parse import BenchmarkError
 from benchmark.report import markdown
 from tests.support.compose import remove_images
@@ -55,12 +56,26 @@ async def health(): return {"status": "ok"}
 app.get("/")(hello), app.get("/health")(health)
 uvicorn.run(app, host="0.0.0.0", port=int(sys.argv[1]), access_log=False)
 """
+OTEL = {"observability": "opentelemetry"}
+METRICS_PORT = {"OTEL_EXPORTER_PROMETHEUS_PORT": "{metrics_port}"}  # the containers share the host's ports
+# Metrics exported every second (the default is a minute): their cost shows within a run.
+EXPORT = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:{collector}",
+    "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+}
+# TEST-NET-1 (RFC 5737): never routed, a collector whose packets vanish (the worst case: no refusal).
+DOWN = {**EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://192.0.2.1:4318"}
 VARIANTS = [
     Variant("baseline", "tutorial baseline", None),
     Variant("default", "template defaults", {}),
     Variant("no_access_log", "defaults, access log off", {}, "default", {"UVICORN_ACCESS_LOG": "false"}),
     Variant("json_logs", "defaults, JSON logs", {}, "default", {"LOG_FORMAT": "json"}),
     Variant("bare", "defaults' image, bare FastAPI", {}, "default", command=("python", "-c", BARE_APP)),
+    # observability=opentelemetry, at its default sampling (every request traced): alone (spans made,
+    # metrics kept for a scrape), exporting to a collector, and with its collector unreachable.
+    Variant("otel", "OpenTelemetry, no collector", OTEL, env=METRICS_PORT),
+    Variant("otel_export", "OpenTelemetry, exporting", OTEL, "otel", {**METRICS_PORT, **EXPORT}),
+    Variant("otel_down", "OpenTelemetry, collector down", OTEL, "otel", {**METRICS_PORT, **DOWN}),
 ]
 
 
@@ -124,7 +139,9 @@ def prepare(variant: Variant, workdir: Path, port: int) -> tuple[Path, list[str]
     return next((workdir / variant.key / "out").iterdir()), []
 
 
-def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir: Path) -> None:
+def benchmark(
+    settings: argparse.Namespace, argv: list[str], name: str, workdir: Path, stack: contextlib.ExitStack
+) -> None:
     if shutil.which("wrk") is None:
         raise BenchmarkError("wrk is not installed (Debian: apt-get install wrk)")
     started, env = time.monotonic(), environment(settings, argv)
@@ -133,6 +150,9 @@ def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir:
     log(f"{name}: {len(VARIANTS)} variants x {settings.runs} run(s), {settings.duration:g} s of load each")
     built = [v.key for v in VARIANTS if not v.image_of]
     ports = dict(zip([*built, "dev"], free_ports(len(built) + 1, host="0.0.0.0"), strict=True))
+    metrics_port, collector = free_ports(1, host="0.0.0.0")[0], stack.enter_context(otlp_collector())
+    fill = {"metrics_port": metrics_port, "collector": collector}
+    planned = [v._replace(env={k: value.format(**fill) for k, value in v.env.items()}) for v in VARIANTS]
     contexts = {v.key: prepare(v, workdir, ports[v.key]) for v in VARIANTS if v.key in built}
     runs: dict[str, list[dict]] = {v.key: [] for v in VARIANTS}
     for run in range(settings.runs):
@@ -143,7 +163,7 @@ def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir:
             key: build(context, tags[key], logs / f"{tags[key]}.log", "--label", label, *args)
             for key, (context, args) in contexts.items()
         }
-        for v in VARIANTS[run % len(VARIANTS) :] + VARIANTS[: run % len(VARIANTS)]:
+        for v in planned[run % len(planned) :] + planned[: run % len(planned)]:
             image = v.image_of or v.key
             values = serve(tags[image], f"{name}-{v.key}-r{run}", ports[image], v, settings, label)
             runs[v.key].append(images[image] | values)
@@ -152,7 +172,7 @@ def benchmark(settings: argparse.Namespace, argv: list[str], name: str, workdir:
     saves = 3 if settings.smoke else 10
     dev = dev_loop(contexts["default"][0], f"{name}-dev", ports["dev"], saves, logs / "dev.log")
     env |= {"wall_s": time.monotonic() - started, "loadavg": [*env["loadavg"], os.getloadavg()[0]]}
-    variants = {v.key: v._asdict() | {"runs": runs[v.key]} for v in VARIANTS}
+    variants = {v.key: v._asdict() | {"runs": runs[v.key]} for v in planned}
     document = {"environment": env, "variants": variants, "dev_loop": dev}
     (settings.out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (settings.out / "results.md").write_text(markdown(document))
@@ -166,7 +186,8 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fastapi-docker-bench-"))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the cleanup below runs
     try:
-        benchmark(settings, argv, name, workdir)
+        with contextlib.ExitStack() as stack:
+            benchmark(settings, argv, name, workdir, stack)
         return 0
     except (BenchmarkError, AssertionError, ValueError) as error:  # DockerError too
         log(f"FAILED: {type(error).__name__}: {error}")

@@ -1,10 +1,14 @@
 """Building and running one variant's image under load, and the dev loop: each returns what it measured."""
 
+import contextlib
+import http.server
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmark import parse
@@ -43,6 +47,30 @@ def wrk(url: str, settings, seconds: float) -> dict:
     if result.returncode != 0:
         raise BenchmarkError(f"wrk failed ({result.returncode}): {result.stderr.strip()}")
     return parse.wrk_report(result.stdout)
+
+
+@contextlib.contextmanager
+def otlp_collector() -> Iterator[int]:
+    """A stand-in OTLP/HTTP collector on the host (every port): it takes each export and answers 200,
+    as a collector does; yields its port."""
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def build(context: Path, tag: str, log: Path, *args: str) -> dict:
