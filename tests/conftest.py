@@ -164,6 +164,14 @@ def postgresql_venv(tmp_path_factory) -> Path:
     return service_venv(tmp_path_factory, database="postgresql")
 
 
+@pytest.fixture(scope="session", params=["none", "postgresql"])
+def opentelemetry_project(request, tmp_path_factory) -> tuple[Path, Path]:
+    """An `observability=opentelemetry` project of each database answer, and a venv with its dev lock."""
+    answers = {"observability": "opentelemetry", "database": request.param}
+    project = bake(tmp_path_factory.mktemp("opentelemetry"), **answers)
+    return project, service_venv(tmp_path_factory, **answers)
+
+
 @pytest.fixture(scope="session")
 def rendered(cookies_session) -> Callable[[dict], Path]:
     """rendered(answer_set): the project of that answer set, baked by pytest-cookies once per run.

@@ -76,12 +76,20 @@ class Detail(BaseModel):
     detail: str
 
 
+{% if cookiecutter.observability == "opentelemetry" -%}
+# Traces and metrics (app/telemetry.py), from the OTEL_* variables: made by FastAPI's own
+# telemetry once the providers are set.
+telemetry.configure()
+{% endif -%}
 app = FastAPI(
     title="{{ cookiecutter.project_name }}",
     description="{{ cookiecutter.description }}",
     version=__version__,
     lifespan=lifespan,
     generate_unique_id_function=operation_id,
+{%- if cookiecutter.observability == "opentelemetry" %}
+    telemetry=telemetry.FASTAPI,
+{%- endif %}
 )
 app.add_middleware(
     logs.RequestLogMiddleware,
@@ -100,10 +108,6 @@ app.include_router(
         },
     },
 )
-{%- endif %}
-{%- if cookiecutter.observability == "opentelemetry" %}
-# Traces and metrics (app/telemetry.py), from the OTEL_* variables.
-telemetry.configure(app)
 {%- endif %}
 
 # At most this many problems in a 422: the answer stays small whatever the input.

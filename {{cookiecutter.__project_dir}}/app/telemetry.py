@@ -21,10 +21,9 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 {%- if cookiecutter.database == "postgresql" %}
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 {%- endif %}
@@ -38,13 +37,14 @@ from prometheus_client import start_http_server
 {%- if cookiecutter.database == "postgresql" %}
 from sqlalchemy.ext.asyncio import AsyncEngine
 {%- endif %}
+from starlette.types import Scope
+
+from app import logs
 
 logger = logging.getLogger(__name__)
 
 # The service's name when OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is unset.
 DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
-# Paths never traced: the probes, every few seconds from Docker, compose and Kubernetes (regexes).
-UNTRACED = "/health${% if cookiecutter.database == "postgresql" %},/ready${% endif %}"
 # The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
 PROTOCOL = "http/protobuf"
 
@@ -98,20 +98,31 @@ async def untraced() -> AsyncIterator[None]:
         yield
 
 
-def configure(app: FastAPI) -> None:
-    """Traces and metrics for app, from the OTEL_* variables. A variable asking for what this
-    service does not ship stops it at startup with one line naming it (SystemExit)."""
+def is_probe(scope: Scope) -> bool:
+    """A probe of Docker, compose or Kubernetes (under any root path): every few seconds."""
+    return scope["path"].removeprefix(scope.get("root_path", "")) in logs.PROBES
+
+
+# FastAPI's own telemetry, given to FastAPI() in app/main.py: once providers are set (configure),
+# a server span for each request named by its route template, and the HTTP server metrics
+# (http.server.request.duration, http.server.active_requests) by route template, method and
+# status: bounded cardinality. Not for the probes. No spans for each request's dependencies,
+# endpoint and serialisation (operation_spans): three more spans a request, for little. Exporters
+# are configure()'s, from the variables below (FastAPI's auto_configure knows only OTLP).
+FASTAPI: TelemetryConfig = {"exclude": is_probe, "operation_spans": False, "auto_configure": False}
+
+
+def configure() -> None:
+    """The providers of traces and metrics, from the OTEL_* variables. A variable asking for what
+    this service does not ship stops it at startup with one line naming it (SystemExit)."""
     try:
-        set_up(app)
+        set_up()
     except TelemetryConfigError as error:
         logger.critical("%s", error)
         raise SystemExit(1) from None
 
 
-def set_up(app: FastAPI) -> None:
-    # The HTTP semantic conventions' stable names (http.server.request.duration in seconds,
-    # http.route, http.response.status_code) rather than the instrumentation's older default.
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+def set_up() -> None:
     service = resource()
     # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
     tracer_provider = TracerProvider(resource=service)
@@ -135,12 +146,6 @@ def set_up(app: FastAPI) -> None:
     if "prometheus" in chosen:
         readers.append(PrometheusMetricReader())  # read on each scrape of serve_metrics()' port
     metrics.set_meter_provider(MeterProvider(resource=service, metric_readers=readers))
-
-    # The server span of each request, the HTTP metrics by route template (bounded cardinality);
-    # no span per ASGI message (receive, send): they double a request's spans and say little.
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=UNTRACED, exclude_spans=["receive", "send"]
-    )
 
 
 def serve_metrics() -> None:
