@@ -55,6 +55,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     flusher.cancel()  # its last flush writes out what is left
     await asyncio.wait([flusher])
+{%- if cookiecutter.observability == "opentelemetry" %}
+    telemetry.flush()  # spans and metrics not yet exported, within seconds
+{%- endif %}
 {%- if cookiecutter.database == "postgresql" %}
     await app.state.engine.dispose()
     await app.state.probe_engine.dispose()

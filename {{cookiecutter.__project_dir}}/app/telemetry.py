@@ -18,6 +18,7 @@ reader) that exports them: a slow or unreachable collector delays that thread, n
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 # The service's name when OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is unset.
 DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
+# What sends to the collector (set_up adds to it); how long it gets at shutdown to send the rest.
+exporting: list[BatchSpanProcessor | PeriodicExportingMetricReader] = []
+FLUSH_SECONDS = 3
 # The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
 PROTOCOL = "http/protobuf"
 
@@ -125,7 +129,9 @@ def configure() -> None:
 def set_up() -> None:
     service = resource()
     # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
-    tracer_provider = TracerProvider(resource=service)
+    # Shut down by flush() at the lifespan's end, not at exit (unbounded: a collector that is down
+    # would hold the process past Docker's grace period, to a SIGKILL).
+    tracer_provider = TracerProvider(resource=service, shutdown_on_exit=False)
     # A collector that is down: one error line per failed export, not a warning per retry too.
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR)
     chosen = exporters("OTEL_TRACES_EXPORTER", "otlp", {"otlp", "none"})
@@ -133,7 +139,8 @@ def set_up() -> None:
         # Imported only when used: requests and protobuf are loaded by an exporting service only.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        exporting.append(BatchSpanProcessor(OTLPSpanExporter()))
+        tracer_provider.add_span_processor(exporting[-1])
     trace.set_tracer_provider(tracer_provider)
 
     readers: list[MetricReader] = []
@@ -142,10 +149,26 @@ def set_up() -> None:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         # OTEL_METRIC_EXPORT_INTERVAL (default a minute) says how often.
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        exporting.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        readers.append(exporting[-1])
     if "prometheus" in chosen:
         readers.append(PrometheusMetricReader())  # read on each scrape of serve_metrics()' port
-    metrics.set_meter_provider(MeterProvider(resource=service, metric_readers=readers))
+    provider = MeterProvider(resource=service, metric_readers=readers, shutdown_on_exit=False)
+    metrics.set_meter_provider(provider)
+
+
+def flush() -> None:
+    """At shutdown: the spans and metric points not yet exported sent, for at most FLUSH_SECONDS
+    (an exporter's own flush retries a collector that is down for up to its 10 s timeout, past
+    Docker's grace period): in a daemon thread, which the process does not wait for at exit."""
+
+    def send() -> None:
+        for component in exporting:
+            component.force_flush()
+
+    sender = threading.Thread(target=send, name="telemetry-flush", daemon=True)
+    sender.start()
+    sender.join(FLUSH_SECONDS)
 
 
 def serve_metrics() -> None:
