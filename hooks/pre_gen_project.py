@@ -148,6 +148,21 @@ def check_answer(field: str, context: dict, offered: dict, name_has_slug: bool) 
         raise InvalidAnswer(
             field, value, f"cookiecutter.json's _options has no known check for it ({kind!r})"
         )
+    check_requires(field, context)
+
+
+def check_requires(field: str, context: dict) -> None:
+    """An answer that holds only with another question's answer (`_options`' "requires")."""
+    value = context[field]
+    key = json.dumps(value) if isinstance(value, bool) else str(value)
+    needed = context["_options"][field].get("requires", {}).get(key)
+    if needed and str(context[needed["field"]]) != needed["value"]:
+        other = needed["field"]
+        raise InvalidAnswer(
+            field,
+            value,
+            f"it needs {other} {needed['value']!r}, not {context[other]!r} ({needed['why']})",
+        )
 
 
 def validate(context: dict, offered: dict, name_has_slug: bool = True) -> list[InvalidAnswer]:

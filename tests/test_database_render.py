@@ -62,6 +62,7 @@ def test_none_generates_no_database_file_or_line(github_project):
         "app/db.py",
         "app/items.py",
         "app/alembic",
+        "app/telemetry.py",
         ".gitlab-ci.yml",
         "renovate.json",
         "requirements-build",

@@ -20,6 +20,9 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from urllib.parse import quote, quote_from_bytes
 
+{% if cookiecutter.observability == "opentelemetry" -%}
+from opentelemetry import trace
+{% endif -%}
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +41,13 @@ PROBES = {"/health"{% if cookiecutter.database == "postgresql" %}, "/ready"{% en
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+{%- if cookiecutter.observability == "opentelemetry" %}
+        # The trace and span the line was written in (app/telemetry.py), in W3C's hex form, so a
+        # log search and a trace view find each other; None outside a traced request.
+        context = trace.get_current_span().get_span_context()
+        record.trace_id = f"{context.trace_id:032x}" if context.is_valid else None
+        record.span_id = f"{context.span_id:016x}" if context.is_valid else None
+{%- endif %}
         return True
 
 
@@ -77,6 +87,9 @@ async def flush_access_log() -> None:
 
 # A record's own attributes; any other is a field its call added (`extra=`: the access line's).
 STANDARD = {*vars(logging.makeLogRecord({})), "message", "request_id", "color_message"}
+{%- if cookiecutter.observability == "opentelemetry" %}
+STANDARD |= {"trace_id", "span_id"}  # RequestIdFilter's, written beside request_id
+{%- endif %}
 
 
 class JsonFormatter(logging.Formatter):
@@ -91,6 +104,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
+{%- if cookiecutter.observability == "opentelemetry" %}
+            "trace_id": getattr(record, "trace_id", None),
+            "span_id": getattr(record, "span_id", None),
+{%- endif %}
         }
         line.update((key, value) for key, value in vars(record).items() if key not in STANDARD)
         if record.exc_info:

@@ -25,9 +25,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.routing import Match
 
 {% if cookiecutter.database == "postgresql" -%}
-from app import __version__, db, items, logs
+from app import __version__, db, items, logs{% if cookiecutter.observability == "opentelemetry" %}, telemetry{% endif %}
 {%- else -%}
-from app import __version__, logs
+from app import __version__, logs{% if cookiecutter.observability == "opentelemetry" %}, telemetry{% endif %}
 {%- endif %}
 from app.settings import settings
 
@@ -43,6 +43,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = db.engine(settings)
     app.state.sessions = async_sessionmaker(app.state.engine, expire_on_commit=False)
     app.state.probe_engine = db.probe_engine(settings)
+{%- if cookiecutter.observability == "opentelemetry" %}
+    telemetry.instrument_engine(app.state.engine)
+{%- endif %}
+{%- endif %}
+{%- if cookiecutter.observability == "opentelemetry" %}
+    telemetry.serve_metrics()
 {%- endif %}
     logger.info("%s %s ready", app.title, app.version)
     flusher = asyncio.create_task(logs.flush_access_log())
@@ -52,6 +58,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 {%- if cookiecutter.database == "postgresql" %}
     await app.state.engine.dispose()
     await app.state.probe_engine.dispose()
+{%- if cookiecutter.observability == "opentelemetry" %}
+    telemetry.uninstrument_engine()
+{%- endif %}
 {%- endif %}
 
 
@@ -91,6 +100,10 @@ app.include_router(
         },
     },
 )
+{%- endif %}
+{%- if cookiecutter.observability == "opentelemetry" %}
+# Traces and metrics (app/telemetry.py), from the OTEL_* variables.
+telemetry.configure(app)
 {%- endif %}
 
 # At most this many problems in a 422: the answer stays small whatever the input.
@@ -224,6 +237,9 @@ async def ready(response: Response) -> dict[str, str]:
     try:
         async with (
             asyncio.timeout(READY_TIMEOUT),
+{%- if cookiecutter.observability == "opentelemetry" %}
+            telemetry.untraced(),  # as the probe's request: no span every few seconds
+{%- endif %}
             app.state.probe_engine.connect() as connection,
         ):
             await connection.execute(text("SELECT 1"))

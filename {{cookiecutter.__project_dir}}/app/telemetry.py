@@ -1,0 +1,179 @@
+"""OpenTelemetry: traces and metrics of every request{% if cookiecutter.database == "postgresql" %} and database statement{% endif %}, configured only by the
+standard OTEL_* variables, so that any collector or vendor works without a code change.
+
+- Service: OTEL_SERVICE_NAME (default: {{ cookiecutter.project_slug }}) and OTEL_RESOURCE_ATTRIBUTES
+  (e.g. deployment.environment.name=production,service.version=1.2.0).
+- Sampling: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, read by the SDK (default: every trace
+  whose caller did not decide otherwise; a caller's W3C traceparent is honoured and propagated).
+- Export: over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT (or the _TRACES_ and _METRICS_ endpoints),
+  with OTEL_EXPORTER_OTLP_HEADERS; without an endpoint nothing is sent (no retries, no log lines).
+  OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER (a list of otlp, prometheus, none) choose.
+- Prometheus: the metrics as text on a port of their own, OTEL_EXPORTER_PROMETHEUS_HOST and
+  OTEL_EXPORTER_PROMETHEUS_PORT (default 0.0.0.0:9464, path /metrics), apart from the API's port.
+- OTEL_SDK_DISABLED=true: no span, no metric, nothing served.
+
+Spans and metric points are handed to a background thread (the SDK's batch processor and periodic
+reader) that exports them: a slow or unreachable collector delays that thread, never a request.
+"""
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+{%- if cookiecutter.database == "postgresql" %}
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+{%- endif %}
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import start_http_server
+{%- if cookiecutter.database == "postgresql" %}
+from sqlalchemy.ext.asyncio import AsyncEngine
+{%- endif %}
+
+logger = logging.getLogger(__name__)
+
+# The service's name when OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is unset.
+DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
+# Paths never traced: the probes, every few seconds from Docker, compose and Kubernetes (regexes).
+UNTRACED = "/health${% if cookiecutter.database == "postgresql" %},/ready${% endif %}"
+# The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
+PROTOCOL = "http/protobuf"
+
+
+class TelemetryConfigError(RuntimeError):
+    """An OTEL_* variable asks for what this service does not ship; str() names it and the fix."""
+
+
+def exporters(variable: str, default: str, offered: set[str]) -> set[str]:
+    """The exporters an OTEL_*_EXPORTER variable names (a comma-separated list)."""
+    names = {n.strip() for n in os.environ.get(variable, default).split(",") if n.strip()}
+    if names - offered:
+        raise TelemetryConfigError(
+            f"{variable}={os.environ[variable]} is not supported: one or more of "
+            f"{', '.join(sorted(offered))}"
+        )
+    return names - {"none"}
+
+
+def otlp_endpoint(signal: str) -> str | None:
+    """The OTLP endpoint of signal (TRACES, METRICS), checked to be one this image can talk to."""
+    endpoint = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = os.environ.get(variable)
+        if endpoint and protocol:
+            if protocol != PROTOCOL:
+                raise TelemetryConfigError(
+                    f"{variable}={protocol} is not supported: this image exports over {PROTOCOL}"
+                    " (port 4318 on a collector); for grpc, add"
+                    " opentelemetry-exporter-otlp-proto-grpc to requirements.in, run `make lock`,"
+                    " and use its exporters here"
+                )
+            break
+    return endpoint or None
+
+
+def resource() -> Resource:
+    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the SDK reads them), the slug by default."""
+    detected = Resource.create()
+    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        detected = detected.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return detected
+
+
+@asynccontextmanager
+async def untraced() -> AsyncIterator[None]:
+    """No span within (a probe's own work, as its request has none): the instrumentations' off."""
+    with suppress_instrumentation():
+        yield
+
+
+def configure(app: FastAPI) -> None:
+    """Traces and metrics for app, from the OTEL_* variables. A variable asking for what this
+    service does not ship stops it at startup with one line naming it (SystemExit)."""
+    try:
+        set_up(app)
+    except TelemetryConfigError as error:
+        logger.critical("%s", error)
+        raise SystemExit(1) from None
+
+
+def set_up(app: FastAPI) -> None:
+    # The HTTP semantic conventions' stable names (http.server.request.duration in seconds,
+    # http.route, http.response.status_code) rather than the instrumentation's older default.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    service = resource()
+    # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
+    tracer_provider = TracerProvider(resource=service)
+    chosen = exporters("OTEL_TRACES_EXPORTER", "otlp", {"otlp", "none"})
+    if "otlp" in chosen and otlp_endpoint("TRACES"):
+        # Imported only when used: requests and protobuf are loaded by an exporting service only.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+
+    readers: list[MetricReader] = []
+    chosen = exporters("OTEL_METRICS_EXPORTER", "otlp,prometheus", {"otlp", "prometheus", "none"})
+    if "otlp" in chosen and otlp_endpoint("METRICS"):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        # OTEL_METRIC_EXPORT_INTERVAL (default a minute) says how often.
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if "prometheus" in chosen:
+        readers.append(PrometheusMetricReader())  # read on each scrape of serve_metrics()' port
+    metrics.set_meter_provider(MeterProvider(resource=service, metric_readers=readers))
+
+    # The server span of each request, the HTTP metrics by route template (bounded cardinality);
+    # no span per ASGI message (receive, send): they double a request's spans and say little.
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls=UNTRACED, exclude_spans=["receive", "send"]
+    )
+
+
+def serve_metrics() -> None:
+    """The Prometheus text of the metrics on OTEL_EXPORTER_PROMETHEUS_HOST:PORT, path /metrics, in
+    a thread of its own. A port already taken (a second process) gets one warning, not a crash."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return
+    if "prometheus" not in exporters(
+        "OTEL_METRICS_EXPORTER", "otlp,prometheus", {"otlp", "prometheus", "none"}
+    ):
+        return
+    host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0")  # noqa: S104 (a container's)
+    port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
+    try:
+        start_http_server(port, addr=host)
+    except OSError as error:
+        logger.warning(
+            "metrics not served: %s:%s: %s (one port per process: run one worker per container)",
+            host,
+            port,
+            error.strerror,
+        )
+{%- if cookiecutter.database == "postgresql" %}
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """A span per statement, the child of the request's span, and the pool's usage as metrics
+    (db.client.connections.usage, idle and used). Only this engine: engines made earlier (the
+    probe's) are not instrumented."""
+    # Its declared SQLAlchemy range lags SQLAlchemy's releases; it uses SQLAlchemy's stable event
+    # API, and the template's tests check its spans and metrics against the locked version.
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+
+
+def uninstrument_engine() -> None:
+    """At shutdown: the next lifespan's engine (a test's) is instrumented anew."""
+    SQLAlchemyInstrumentor().uninstrument()
+{%- endif %}
