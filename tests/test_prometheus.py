@@ -13,6 +13,7 @@ HTTP server metrics of OpenTelemetry's semantic conventions (count and latency h
 database the pool's usage, and no label value but a route template.
 """
 
+import json
 import re
 import shutil
 import urllib.parse
@@ -301,7 +302,8 @@ def test_label_values_are_route_templates_only(observed, traffic):
 @pytest.mark.docker
 def test_the_database_pool_usage_is_a_metric_where_there_is_a_pool(observed, traffic):
     job = observed.root.name
-    usage = f'db_client_connections_usage{{job="{job}"}}'
+    # db.client.connections.usage (unit: connections), as the Prometheus exporter names it.
+    usage = f'db_client_connections_usage_connections{{job="{job}"}}'
     if observed.answer_set != "postgresql":
         # The request counts are in (so a pool's series would be too): none without a database.
         wait_until(
@@ -319,3 +321,6 @@ def test_the_database_pool_usage_is_a_metric_where_there_is_a_pool(observed, tra
         timeout=60,
     )
     assert states[("used",)] + states[("idle",)] >= 1, states
+    # The pool is named by the database's URL, without the password (a secret's file).
+    password = (observed.root / "db-password.txt").read_text().strip()
+    assert password and all(password not in json.dumps(s["metric"]) for s in observed.query(usage))
