@@ -169,6 +169,10 @@ COMPLETE: dict[str, dict] = {
 }
 # The database option on a complete answer set: the database modules and the linters check it.
 DATABASE_ANSWER_SETS: dict[str, dict] = {"postgresql": {**COMPLETE["github"], "database": "postgresql"}}
+# The observability option on it too: its compose, Prometheus and Kubernetes files are linted.
+OBSERVABILITY_ANSWER_SETS: dict[str, dict] = {
+    "opentelemetry": {**DATABASE_ANSWER_SETS["postgresql"], "observability": "opentelemetry"}
+}
 # The render tier's answer sets: every pair of values of any two choice questions occurs in one of
 # PAIRWISE (the full product is several hundred projects), and FREE_TEXT tries hostile but valid
 # free-text answers.
