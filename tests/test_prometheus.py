@@ -244,6 +244,16 @@ def test_prometheus_scrapes_the_app_on_its_metrics_port_which_the_host_cannot_re
 
 
 @pytest.mark.docker
+def test_the_swarm_stack_parser_accepts_compose_yaml_without_a_prometheus(observed):
+    result = run(
+        ["docker", "stack", "config", "--compose-file", "compose.yaml"], cwd=observed.root, env=observed.env
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "app" in services and "prometheus" not in services, list(services)
+
+
+@pytest.mark.docker
 def test_requests_are_counted_per_route_template_and_status(observed, traffic):
     """Exactly the requests sent, by method, route template and status code (errors included)."""
     promql = (
