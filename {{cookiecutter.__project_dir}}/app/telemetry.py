@@ -115,6 +115,8 @@ def set_up(app: FastAPI) -> None:
     service = resource()
     # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
     tracer_provider = TracerProvider(resource=service)
+    # A collector that is down: one error line per failed export, not a warning per retry too.
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR)
     chosen = exporters("OTEL_TRACES_EXPORTER", "otlp", {"otlp", "none"})
     if "otlp" in chosen and otlp_endpoint("TRACES"):
         # Imported only when used: requests and protobuf are loaded by an exporting service only.

@@ -4,13 +4,27 @@ import io
 import json
 import logging
 import re
-{%- if cookiecutter.database == "postgresql" %}
+{%- if cookiecutter.database == "postgresql" or cookiecutter.observability == "opentelemetry" %}
 import socket
+{%- endif %}
+{%- if cookiecutter.observability == "opentelemetry" %}
+import urllib.request
 {%- endif %}
 from pathlib import Path
 
 import pytest
+{%- if cookiecutter.observability == "opentelemetry" %}
+from fastapi import FastAPI
+{%- endif %}
 from fastapi.testclient import TestClient
+{%- if cookiecutter.observability == "opentelemetry" %}
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
+{%- endif %}
 from pydantic import BaseModel, Field
 {%- if cookiecutter.database == "postgresql" %}
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -18,17 +32,17 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 {%- endif %}
 
 {% if cookiecutter.database == "postgresql" -%}
-from app import __version__, db, items, logs
+from app import __version__, db, items, logs{% if cookiecutter.observability == "opentelemetry" %}, telemetry{% endif %}
 from app.main import app
 from app.settings import Settings, settings
 {%- else -%}
-from app import __version__, logs
+from app import __version__, logs{% if cookiecutter.observability == "opentelemetry" %}, telemetry{% endif %}
 from app.main import app
 from app.settings import Settings, settings
 {%- endif %}
 
 client = TestClient(app)
-{%- if cookiecutter.database == "postgresql" %}
+{%- if cookiecutter.database == "postgresql" or cookiecutter.observability == "opentelemetry" %}
 
 
 def closed_port() -> int:
@@ -424,4 +438,128 @@ def test_database_settings_come_from_the_environment(monkeypatch) -> None:
 def test_the_urls_providers_hand_out_use_psycopg(scheme: str) -> None:
     url = db.url(Settings(database_url=f"{scheme}://u:p@h:5432/d"))
     assert (url.drivername, url.host, url.database) == ("postgresql+psycopg", "h", "d")
+{%- endif %}
+{%- if cookiecutter.observability == "opentelemetry" %}
+
+
+# The spans the app ends, kept in memory beside what app/telemetry.py exports (nothing here: the
+# tests set no OTLP endpoint).
+finished = InMemorySpanExporter()
+provider = trace.get_tracer_provider()
+assert isinstance(provider, TracerProvider), "app/telemetry.py sets the SDK's provider"
+provider.add_span_processor(SimpleSpanProcessor(finished))
+# A caller's W3C trace context: trace id, its span's id, sampled.
+CALLER_TRACE, CALLER_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+
+
+@pytest.fixture
+def spans():
+    """A function returning the spans ended since the test began."""
+    finished.clear()
+    return finished.get_finished_spans
+
+
+def test_a_request_is_traced_in_its_caller_s_trace_and_its_log_lines_say_so(
+    spans, json_logs
+) -> None:
+    client.get("/", headers={"traceparent": TRACEPARENT})
+    (server,) = spans()  # one span per request: none per ASGI message
+    assert server.kind is SpanKind.SERVER and server.attributes["http.route"] == "/"
+    assert f"{server.context.trace_id:032x}" == CALLER_TRACE
+    assert f"{server.parent.span_id:016x}" == CALLER_SPAN
+    (access,) = [line for line in json_logs() if line["logger"] == "app.access"]
+    assert access["trace_id"] == CALLER_TRACE
+    assert access["span_id"] == f"{server.context.span_id:016x}"
+
+
+def test_a_request_without_a_caller_starts_a_trace(spans) -> None:
+    client.get("/")
+    (server,) = spans()
+    assert server.parent is None and server.context.trace_flags.sampled
+
+
+def test_probes_are_not_traced(running, spans) -> None:
+    for path in logs.PROBES:
+        running.get(path)
+        running.head(path)
+    assert spans() == ()
+
+
+async def thing(number: int) -> dict[str, int]:
+    return {"number": number}
+
+
+def request_series(route: str) -> list[dict[str, str]]:
+    """The labels of each series of requests served by route, in the Prometheus registry."""
+    return [
+        sample.labels
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == "http_server_request_duration_seconds_count"
+        and sample.labels.get("http_route") == route
+    ]
+
+
+def test_request_metrics_are_by_route_template_not_path(test_routes) -> None:
+    app.add_api_route("/test/things/{number}", thing, methods=["GET"])
+    for number in range(1, 51):
+        assert client.get(f"/test/things/{number}").status_code == 200
+    (series,) = request_series("/test/things/{number}")
+    assert series["http_request_method"] == "GET" and series["http_response_status_code"] == "200"
+    assert not request_series("/test/things/1")
+
+
+def test_metrics_are_served_on_their_own_port(monkeypatch) -> None:
+    port = closed_port()
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
+    client.get("/")
+    telemetry.serve_metrics()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert "http_server_request_duration_seconds_count{" in text and 'http_route="/"' in text
+
+
+def test_a_metrics_port_taken_is_one_warning_not_a_crash(monkeypatch, caplog) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+        monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(taken.getsockname()[1]))
+        telemetry.serve_metrics()
+    (warning,) = [r for r in caplog.records if r.name == "app.telemetry"]
+    assert warning.levelname == "WARNING" and "metrics not served" in warning.message
+
+
+def test_the_service_is_named_by_otel_service_name_or_the_slug(monkeypatch) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    assert telemetry.resource().attributes["service.name"] == "{{ cookiecutter.project_slug }}"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "orders")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=staging")
+    attributes = telemetry.resource().attributes
+    assert attributes["service.name"] == "orders"
+    assert attributes["deployment.environment.name"] == "staging"
+
+
+def test_nothing_is_exported_without_an_endpoint(monkeypatch) -> None:
+    for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(variable, raising=False)
+    assert telemetry.otlp_endpoint("TRACES") is None
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    assert telemetry.otlp_endpoint("TRACES") == "http://collector:4318"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_TRACES_EXPORTER", "zipkin")],
+)
+def test_what_the_image_lacks_stops_it_with_one_line(monkeypatch, caplog, variable, value) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit):
+        telemetry.configure(FastAPI())
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "app.telemetry"]
+    assert line.startswith(f"{variable}={value} is not supported")
 {%- endif %}
