@@ -84,9 +84,7 @@ def test_compose_prometheus_scrapes_each_app_container_and_publishes_only_its_ui
     config = load_yaml(root / "observability" / "prometheus.yml")
     (job,) = config["scrape_configs"]
     assert job["job_name"] == root.name
-    assert job["dns_sd_configs"] == [
-        {"names": ["app"], "type": "A", "port": METRICS_PORT, "refresh_interval": "5s"}
-    ]
+    assert job["static_configs"] == [{"targets": [f"app:{METRICS_PORT}"]}]
     assert "metrics_path" not in job, "the exporter's path is Prometheus' default, /metrics"
     dockerfile = [i.args for i in parse(root / "Dockerfile") if i.keyword == "EXPOSE"]
     assert dockerfile == ["${UVICORN_PORT}", str(METRICS_PORT)]
