@@ -18,7 +18,6 @@ import re
 import shutil
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
@@ -27,7 +26,6 @@ from tests.support.compose import Stack
 from tests.support.docker import unique
 from tests.support.dockerfile import parse
 from tests.support.generated import load_yaml, newest_kubernetes
-from tests.support.net import free_port
 from tests.support.polling import get_json, request_json, wait_until
 from tests.support.project import BIN, COMPLETE, bake, run, tool
 
@@ -150,12 +148,7 @@ def test_network_policy_admits_the_metrics_port_from_prometheus_only(rendered):
 
 
 class Observed(Stack):
-    """A generated stack with the option, up with its Prometheus on a free loopback port."""
-
-    def __init__(self, root: Path, answer_set: str) -> None:
-        super().__init__(root, "obs", answer_set=answer_set)
-        self.prometheus_port = free_port()
-        self.env["PROMETHEUS_PORT"] = str(self.prometheus_port)
+    """A generated stack with the option, its Prometheus on a free loopback port (prometheus_port)."""
 
     def query(self, promql: str) -> list[dict]:
         """The result of an instant query in Prometheus' HTTP API (raises OSError if it does not answer)."""
@@ -185,7 +178,7 @@ def observed(request, tmp_path_factory, docker_ready) -> Iterator[Observed]:
     if request.param == "postgresql":
         made = run(["make", "--no-print-directory", "db-password.txt"], cwd=root)
         assert made.returncode == 0, made.stderr
-    stack = Observed(root, request.param)
+    stack = Observed(root, "obs", answer_set=request.param)
     try:
         stack.compose("up", "--build", "--wait", timeout=1200)
         yield stack
