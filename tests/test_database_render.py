@@ -63,6 +63,8 @@ def test_none_generates_no_database_file_or_line(github_project):
         "app/items.py",
         "app/alembic",
         "app/telemetry.py",
+        "observability/",
+        "k8s/monitoring/",
         ".gitlab-ci.yml",
         "renovate.json",
         "requirements-build",

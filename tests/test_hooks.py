@@ -199,6 +199,17 @@ def test_unused_paths_are_the_files_of_the_answers_not_chosen(post):
     assert post.unused_paths(context) == ["c", post.FRAGMENTS]
 
 
+def test_a_path_two_questions_name_is_kept_only_if_both_keep_it(post):
+    """observability/ (compose's Prometheus configuration) is kept with compose and observability."""
+    options = {
+        "compose": {"check": "bool", "files": {"true": ["compose.yaml", "both"]}},
+        "signals": {"check": "choice", "files": {"on": ["both"]}},
+    }
+    for compose, signals, kept in [(True, "on", True), (True, "off", False), (False, "on", False)]:
+        unused = post.unused_paths({"_options": options, "compose": compose, "signals": signals})
+        assert ("both" not in unused) is kept, (compose, signals, unused)
+
+
 def test_remove_paths_is_idempotent(post, tmp_path):
     root = tmp_path / "project"
     (root / "k8s").mkdir(parents=True)

@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.generated import K8S_MANIFESTS, k8s_objects, load_yaml, newest_kubernetes
-from tests.support.project import COMPLETE, DATABASE_ANSWER_SETS, RENDER_ANSWER_SETS, case_id, run, tool
+from tests.support.project import (
+    COMPLETE,
+    DATABASE_ANSWER_SETS,
+    OBSERVABILITY_ANSWER_SETS,
+    RENDER_ANSWER_SETS,
+    case_id,
+    run,
+    tool,
+)
 
 # Checks that do not fit a kustomize *base*, each with the reason; an overlay satisfies them.
 CHECKOV_K8S_SKIPS = {
@@ -155,8 +163,11 @@ class Lint:
 
 
 EVERY = [case_id(answer_set) for answer_set in RENDER_ANSWER_SETS]
-ANSWER_SETS = {case_id(a): a for a in RENDER_ANSWER_SETS} | COMPLETE | DATABASE_ANSWER_SETS
-DEPLOYED = [*COMPLETE, *DATABASE_ANSWER_SETS]  # every deployment file, with and without the database
+ANSWER_SETS = (
+    {case_id(a): a for a in RENDER_ANSWER_SETS} | COMPLETE | DATABASE_ANSWER_SETS | OBSERVABILITY_ANSWER_SETS
+)
+# Every deployment file, with and without the database, and with the observability option.
+DEPLOYED = [*COMPLETE, *DATABASE_ANSWER_SETS, *OBSERVABILITY_ANSWER_SETS]
 LINTS = [
     Lint("ruff-check", EVERY, "*.py", lambda root, tmp: [tool("ruff"), "check", "--no-cache", "."]),
     Lint(

@@ -125,7 +125,9 @@ def test_dockerfile_properties(project):
     assert int(uid) >= 10000 and int(gid) >= 10000
     assert keywords.index("USER") > keywords.index("COPY")
     # The chosen port in one place, uvicorn's own variable, which the CMDs and the probe read.
-    assert [i.args for i in final if i.keyword == "EXPOSE"] == ["${UVICORN_PORT}"]
+    # With the metrics, their port too (OpenTelemetry's Prometheus exporter's; test_prometheus.py).
+    metrics = ["9464"] if answers["observability"] == "opentelemetry" else []
+    assert [i.args for i in final if i.keyword == "EXPOSE"] == ["${UVICORN_PORT}", *metrics]
     env = " ".join(i.args for i in final if i.keyword == "ENV")
     assert f"UVICORN_PORT={port}" in env and "UVICORN_HOST=0.0.0.0" in env
     [cmd] = [i for i in final if i.keyword == "CMD"]

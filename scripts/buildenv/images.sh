@@ -10,6 +10,8 @@ declare -gA RECIPE_FUNCTIONS=() RECIPE_FILES=()  # the functions and files/ entr
 source "${BASH_SOURCE[0]%/*}/python.sh"
 # shellcheck source=postgres.sh
 source "${BASH_SOURCE[0]%/*}/postgres.sh"
+# shellcheck source=prometheus.sh
+source "${BASH_SOURCE[0]%/*}/prometheus.sh"
 
 # A row per image: tags (the primary, then aliases: FROM lines of the template or the benchmark), the
 # Debian release and --include list debootstrapped (shared by rows with both equal), the recipe.
@@ -20,11 +22,12 @@ source "${BASH_SOURCE[0]%/*}/postgres.sh"
   declare -gA py311_full=([tags]=python:3.11-bookworm [release]=bookworm [include]=$PY_BOOKWORM [recipe]=python_full)
   declare -gA py313_full=([tags]="python:3.13-trixie python:3.13" [release]=trixie [include]=$PY_SLIM [recipe]=python_full)
   declare -gA pg17=([tags]=postgres:$PG_MAJOR [release]=trixie [include]=$PG_INCLUDE [recipe]=postgres_rootfs)
+  declare -gA prom=([tags]=prom/prometheus:v$PROM_VERSION [release]=trixie [include]=$PROM_INCLUDE [recipe]=prometheus_rootfs)
   # py313_slim for arm64 (through qemu), under a tag of its own: multiplatform.sh pushes it beside the amd64 one.
   declare -gA py313_slim_arm64=([tags]=fastapi-docker-standin/python:3.13-slim-trixie-arm64 [release]=trixie \
     [include]=$PY_SLIM [recipe]=python_slim [arch]=arm64)
 }
-STANDINS=(py311_slim py313_slim py311_full py313_full pg17 py313_slim_arm64)
+STANDINS=(py311_slim py313_slim py311_full py313_full pg17 prom py313_slim_arm64)
 
 in_root() {  # in_root DIR CMD... : CMD in the tree, with none of the host's environment (PIP_*, SSL_*)
   chroot "$1" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin "${@:2}"

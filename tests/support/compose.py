@@ -14,11 +14,11 @@ from tests.support.net import free_port
 def compose_env(**variables: str) -> dict:
     """The environment of a user's shell, plus the mirror (if any) the way the README says, plus variables.
 
-    Variables the compose files read (INDEX_URL, BUILD_NETWORK, HOST_PORT, TAG) and COMPOSE_* come
-    only from here, never from the caller's environment.
+    Variables the compose files read (INDEX_URL, BUILD_NETWORK, HOST_PORT, PROMETHEUS_PORT, TAG) and
+    COMPOSE_* come only from here, never from the caller's environment.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    for name in ("INDEX_URL", "BUILD_NETWORK", "HOST_PORT", "TAG"):
+    for name in ("INDEX_URL", "BUILD_NETWORK", "HOST_PORT", "PROMETHEUS_PORT", "TAG"):
         env.pop(name, None)
     if os.environ.get(INDEX_URL_ENV):
         env["INDEX_URL"] = os.environ[INDEX_URL_ENV]
@@ -71,7 +71,8 @@ def edit_greeting(root: Path, greeting: str) -> str:
 
 
 class Stack:
-    """One Compose project of a generated project's files, with its own name and host port.
+    """One Compose project of a generated project's files, with its own name and host ports (the
+    app's, and the Prometheus UI's of the observability option: prometheus_port).
 
     tag: the image's TAG (built already, or built by `up --build`). settings: the app's environment
     variables to add (written to an extra compose file, merged after compose.yaml and
@@ -82,8 +83,9 @@ class Stack:
         self, root: Path, tag: str, settings: dict[str, str] | None = None, answer_set: str = ""
     ) -> None:
         self.root, self.project, self.port = root, unique("stacktest"), free_port()
+        self.prometheus_port = free_port()
         self.answer_set = answer_set
-        self.env = compose_env(HOST_PORT=str(self.port), TAG=tag)
+        self.env = compose_env(HOST_PORT=str(self.port), PROMETHEUS_PORT=str(self.prometheus_port), TAG=tag)
         self.files: list[str] = []
         if settings:
             extra = Path(tempfile.mkdtemp(prefix=f"{self.project}-")) / "settings.yaml"

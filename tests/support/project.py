@@ -55,14 +55,19 @@ def answers_of(answer_set: dict) -> dict:
 
 
 def option_files(answers: dict) -> dict[str, bool]:
-    """{path: whether a project of these full answers has it} of every path an answer keeps (OPTIONS)."""
-    found = {}
+    """{path: whether a project of these full answers has it} of every path an answer keeps (OPTIONS).
+
+    A path named by several questions is kept only if each of them keeps it (compose's Prometheus
+    configuration: with compose and with observability), and only in a folder that is kept."""
+    found: dict[str, bool] = {}
     for question, rule in OPTIONS.items():
         value = answers.get(question)
         answer = json.dumps(value) if isinstance(value, bool) else str(value)
         for paths in rule.get("files", {}).values():
-            found.update({path: path in rule["files"].get(answer, []) for path in paths})
-    return found
+            for path in paths:
+                found[path] = found.get(path, True) and path in rule["files"].get(answer, [])
+    # And none is in a folder that is dropped (k8s/monitoring without k8s).
+    return {p: kept and all(found[f] for f in found if p.startswith(f + "/")) for p, kept in found.items()}
 
 
 def case_id(answer_set: dict) -> str:
@@ -164,6 +169,10 @@ COMPLETE: dict[str, dict] = {
 }
 # The database option on a complete answer set: the database modules and the linters check it.
 DATABASE_ANSWER_SETS: dict[str, dict] = {"postgresql": {**COMPLETE["github"], "database": "postgresql"}}
+# The observability option on it too: its compose, Prometheus and Kubernetes files are linted.
+OBSERVABILITY_ANSWER_SETS: dict[str, dict] = {
+    "opentelemetry": {**DATABASE_ANSWER_SETS["postgresql"], "observability": "opentelemetry"}
+}
 # The render tier's answer sets: every pair of values of any two choice questions occurs in one of
 # PAIRWISE (the full product is several hundred projects), and FREE_TEXT tries hostile but valid
 # free-text answers.
