@@ -9,7 +9,8 @@ With the database down the app starts, is live and not ready, and becomes ready 
 is back. Dev mode (`make dev`'s service) uses the same database and applies the working copy's
 migrations; the README's next-migration commands write, tidy and apply one. Migrations started
 together (Kubernetes' init containers) run one at a time: both succeed, the second waits for the
-first and finds nothing to do. The image is built
+first and finds nothing to do; an image without the database's revision (a rollback past a
+migration) stops at its migrations. The image is built
 once (database_service); the tests rely on the official postgres image's documented contract only.
 """
 
@@ -270,3 +271,23 @@ def test_migrations_started_together_run_one_at_a_time_and_both_succeed(running)
     heads = running.compose("run", "--rm", "--no-deps", "migrate", *alembic, "heads")
     assert sql("SELECT version_num FROM alembic_version", "race") == heads.stdout.split()[0]
     sql("DROP DATABASE race")
+
+
+def test_an_image_without_the_database_s_revision_stops_at_its_migrations(running):
+    """A rollback past a migration: the older image's `alembic upgrade head` fails with Alembic's
+    "Can't locate revision" (the README's Kubernetes section says what to do), rather than serve."""
+    db = running.container("db")["Id"]
+
+    def sql(statement: str, database: str = "app") -> str:
+        return docker("exec", db, "psql", "-U", "app", "-d", database, "-qAtc", statement).stdout.strip()
+
+    migrate = ["run", "--rm", "--no-deps", "--env", "DATABASE_URL=postgresql+psycopg://app@db:5432/ahead"]
+    sql("CREATE DATABASE ahead")
+    running.compose(*migrate, "migrate")
+    # The database as a newer image left it: at a revision this image does not have.
+    sql("UPDATE alembic_version SET version_num = 'newer'", "ahead")
+    command = ["docker", "compose", "--project-name", running.project, *migrate, "migrate"]
+    older = run(command, cwd=running.root, env=running.env, timeout=120)
+    assert older.returncode != 0
+    assert "Can't locate revision identified by 'newer'" in older.stdout + older.stderr, older.stderr
+    sql("DROP DATABASE ahead")
