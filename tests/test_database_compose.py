@@ -10,8 +10,8 @@ is back. Dev mode (`make dev`'s service) uses the same database and applies the 
 migrations; the README's next-migration commands write, tidy and apply one. Migrations started
 together (Kubernetes' init containers) run one at a time: both succeed, the second waits for the
 first and finds nothing to do; an image without the database's revision (a rollback past a
-migration) stops at its migrations. The image is built
-once (database_service); the tests rely on the official postgres image's documented contract only.
+migration) stops at its migrations. The image is built once (database_service); the tests rely on
+the official postgres image's documented contract only.
 """
 
 import json
@@ -288,6 +288,7 @@ def test_an_image_without_the_database_s_revision_stops_at_its_migrations(runnin
     sql("UPDATE alembic_version SET version_num = 'newer'", "ahead")
     command = ["docker", "compose", "--project-name", running.project, *migrate, "migrate"]
     older = run(command, cwd=running.root, env=running.env, timeout=120)
-    assert older.returncode != 0
-    assert "Can't locate revision identified by 'newer'" in older.stdout + older.stderr, older.stderr
+    output = older.stdout + older.stderr
+    assert older.returncode != 0, output[-3000:]
+    assert "Can't locate revision identified by 'newer'" in output, output[-3000:]
     sql("DROP DATABASE ahead")
