@@ -7,14 +7,18 @@ the password is in no container's configuration; the database server runs unpriv
 survives `down` and `up` (the named volume outlives the containers) and goes with `down --volumes`.
 With the database down the app starts, is live and not ready, and becomes ready when the database
 is back. Dev mode (`make dev`'s service) uses the same database and applies the working copy's
-migrations; the README's next-migration commands write, tidy and apply one. The image is built
-once (database_service); the tests rely on the official postgres image's documented contract only.
+migrations; the README's next-migration commands write, tidy and apply one. Migrations started
+together (Kubernetes' init containers) run one at a time: both succeed, the second waits for the
+first and finds nothing to do; an image without the database's revision (a rollback past a
+migration) stops at its migrations. The image is built once (database_service); the tests rely on
+the official postgres image's documented contract only.
 """
 
 import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -211,3 +215,80 @@ def test_the_readme_s_next_migration_is_written_tidied_and_applied_as_it_says(st
                 shutil.rmtree(path)
             else:
                 path.unlink()
+
+
+def test_migrations_started_together_run_one_at_a_time_and_both_succeed(running):
+    """Two `alembic upgrade head` at once on an empty database, as the init containers of pods
+    started together run them: both wait for env.py's advisory lock (held here first, so that they
+    overlap for sure), then one migrates while the other waits, and finds the schema at head."""
+    env_py = (running.root / "app" / "alembic" / "env.py").read_text()
+    (key,) = re.findall(r"^MIGRATIONS_LOCK = (0x[0-9a-fA-F]+|\d+)$", env_py, re.M)
+    db = running.container("db")["Id"]
+
+    def sql(statement: str, database: str = "app") -> str:
+        return docker("exec", db, "psql", "-U", "app", "-d", database, "-qAtc", statement).stdout.strip()
+
+    sql("CREATE DATABASE race")
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    holder = subprocess.Popen(
+        ["docker", "exec", "-i", db, "psql", "-U", "app", "-d", "race", "-qAt"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    migrate = [
+        "docker", "compose", "--project-name", running.project, "run", "--rm", "--no-deps",
+        "--env", "DATABASE_URL=postgresql+psycopg://app@db:5432/race", "migrate",
+    ]  # fmt: skip
+    upgrades = []
+    try:
+        holder.stdin.write(f"SELECT pg_advisory_lock({key}); SELECT 'held';\n")
+        holder.stdin.flush()
+        while (line := holder.stdout.readline()) and line.strip() != "held":
+            pass
+        assert line.strip() == "held", "psql ended before it held the lock"
+        output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        for _ in range(2):
+            upgrades.append(subprocess.Popen(migrate, cwd=running.root, env=running.env, **output))
+        # (waiting for the lock, each migration's exit code or None while it runs)
+        seen = wait_until(
+            "both migrations waiting for the lock",
+            lambda: (sql(waiting), [upgrade.poll() for upgrade in upgrades]),
+            lambda seen: seen[0] == "2" or seen[1] != [None, None],
+            60,
+        )
+        assert seen == ("2", [None, None]), "\n".join(upgrade.communicate()[0] for upgrade in upgrades)
+        holder.stdin.write(f"SELECT pg_advisory_unlock({key});\n\\q\n")
+        holder.stdin.close()
+        outputs = [upgrade.communicate(timeout=120)[0] for upgrade in upgrades]
+    finally:
+        for process in (holder, *upgrades):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert [upgrade.returncode for upgrade in upgrades] == [0, 0], outputs
+    # One ran the migrations, the other found them done.
+    assert sorted("Running upgrade" in output for output in outputs) == [False, True], outputs
+    alembic = ["alembic", "-c", "app/alembic.ini"]
+    heads = running.compose("run", "--rm", "--no-deps", "migrate", *alembic, "heads")
+    assert sql("SELECT version_num FROM alembic_version", "race") == heads.stdout.split()[0]
+    sql("DROP DATABASE race")
+
+
+def test_an_image_without_the_database_s_revision_stops_at_its_migrations(running):
+    """A rollback past a migration: the older image's `alembic upgrade head` fails with Alembic's
+    "Can't locate revision" (the README's Kubernetes section says what to do), rather than serve."""
+    db = running.container("db")["Id"]
+
+    def sql(statement: str, database: str = "app") -> str:
+        return docker("exec", db, "psql", "-U", "app", "-d", database, "-qAtc", statement).stdout.strip()
+
+    migrate = ["run", "--rm", "--no-deps", "--env", "DATABASE_URL=postgresql+psycopg://app@db:5432/ahead"]
+    sql("CREATE DATABASE ahead")
+    running.compose(*migrate, "migrate")
+    # The database as a newer image left it: at a revision this image does not have.
+    sql("UPDATE alembic_version SET version_num = 'newer'", "ahead")
+    command = ["docker", "compose", "--project-name", running.project, *migrate, "migrate"]
+    older = run(command, cwd=running.root, env=running.env, timeout=120)
+    output = older.stdout + older.stderr
+    assert older.returncode != 0, output[-3000:]
+    assert "Can't locate revision identified by 'newer'" in output, output[-3000:]
+    sql("DROP DATABASE ahead")
