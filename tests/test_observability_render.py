@@ -63,7 +63,8 @@ def test_opentelemetry_brings_its_module_packages_and_readme_section(rendered, d
     root = rendered({**OTEL, "database": database})
     assert (root / "app/telemetry.py").is_file()
     main = (root / "app/main.py").read_text()
-    assert "telemetry.configure()" in main and "telemetry=telemetry.FASTAPI" in main and "telemetry.serve_metrics()" in main
+    assert "telemetry.configure()" in main and "telemetry=telemetry.FASTAPI" in main
+    assert "telemetry.serve_metrics()" in main and "telemetry.flush()" in main
     assert ("telemetry.instrument_engine(" in main) == (database == "postgresql")
     # /ready's own database work is not traced, as its request is not.
     assert ("telemetry.untraced()" in main) == (database == "postgresql")
