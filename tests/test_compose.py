@@ -41,7 +41,7 @@ def test_compose_file_properties(complete):
     assert "version" not in compose_file, "the Compose specification has no `version:`"
     assert list(compose_file["services"]) == ["app"]
     app = compose_file["services"]["app"]
-    assert app["image"] == f"{expected['slug']}:${{TAG:-latest}}"
+    assert app["image"] == f"${{IMAGE:-{expected['slug']}}}:${{TAG:-latest}}"
     # The OCI build facts come from the environment (`make up` exports them), empty by default.
     assert app["build"] == {
         "context": ".",
