@@ -20,14 +20,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.compose import compose_env
 from tests.support.docker import docker
 from tests.support.polling import request_json, urlopen, wait_until
 from tests.support.project import run
 from tests.support.swarm import BalancingClient, host_mode_stack_file, remove_stack, tasks
-
-pytestmark = pytest.mark.docker
 
 HEADING = "### On several machines"
 
@@ -79,6 +78,26 @@ def delete_from_registry(registry: str, repository: str, tags: list[str]) -> Non
             urlopen(urllib.request.Request(url.replace(tag, digest), method="DELETE")).close()
 
 
+@pytest.mark.parametrize("database", ["none", "postgresql"])
+def test_multi_node_walkthrough_labels_the_node_compose_pins_the_database_to(rendered, database):
+    """The label the README's Swarm blocks add is the one compose.yaml's database is pinned to, and
+    the image is named by IMAGE, as the multi-node block sets it."""
+    root = rendered({"database": database})
+    compose_file = yaml.safe_load((root / "compose.yaml").read_text())
+    assert compose_file["services"]["app"]["image"] == f"${{IMAGE:-{root.name}}}:${{TAG:-latest}}"
+    lines = walkthrough(root)
+    assert lines[0] == f"export IMAGE=registry.example.com/team/{root.name} TAG=v1"
+    labels = [line for line in (root / "README.md").read_text().splitlines() if "--label-add" in line]
+    if database == "none":
+        assert "db" not in compose_file["services"] and labels == []
+        return
+    constraint = compose_file["services"]["db"]["deploy"]["placement"]["constraints"]
+    assert constraint == [f"node.labels.{root.name}-db == true"]
+    assert len(labels) == 2, "the one-node and the multi-node blocks label the database's node"
+    assert all(f" --label-add {root.name}-db=true " in line for line in labels), labels
+
+
+@pytest.mark.docker
 def test_readme_multi_node_walkthrough_spreads_updates_drains_and_rebalances(database_service, swarm_nodes):
     """The README's multi-node commands in order, the manager's unless the README says "on each
     other machine" (the join, run on the worker). Adaptations outside their meaning: IMAGE names
