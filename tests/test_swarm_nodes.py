@@ -27,6 +27,7 @@ from tests.support.docker import docker
 from tests.support.polling import request_json, urlopen, wait_until
 from tests.support.project import run
 from tests.support.swarm import BalancingClient, host_mode_stack_file, remove_stack, tasks
+from tests.support.swarm import nodes as swarm_nodes_of
 
 HEADING = "### On several machines"
 
@@ -141,7 +142,8 @@ def test_readme_multi_node_walkthrough_spreads_updates_drains_and_rebalances(dat
             if "--availability drain" not in line:
                 output = execute(line)
             else:
-                with BalancingClient(app, f"/items/{item['id']}") as client:
+                path = f"/items/{item['id']}"
+                with BalancingClient(app, path) as client, BalancingClient(app, path, None) as static:
                     started = time.monotonic()
                     execute(line)
                     # Converged: nothing of the stack left on the worker, both replicas running on
@@ -154,13 +156,20 @@ def test_readme_multi_node_walkthrough_spreads_updates_drains_and_rebalances(dat
                         interval=0.5,
                     )
                     converged = time.monotonic() - started
-                print(
-                    f"\ndrain of {worker}: converged in {converged:.1f} s; {client.requests} requests, "
-                    f"{client.failed} failed, {client.errors} connection errors retried on another task"
-                )
+                print(f"\ndrain of {worker}: converged in {converged:.1f} s")
+                clients = {"tasks resolved every 0.5 s": client, "the ports of the start": static}
+                for name, seen in clients.items():
+                    print(
+                        f"  client to {name}: {seen.requests} requests, {seen.failed} failed, "
+                        f"{seen.errors} connection errors retried on another task; answered by node "
+                        f"address: {dict(seen.answered)}"
+                    )
+                worker_addr = next(n["addr"] for n in swarm_nodes_of().values() if n["name"] == worker)
+                assert static.answered[worker_addr] > 0, "the worker's task served before the drain"
                 # The manager's replica answers throughout a drain of the worker: a client that
                 # retries a refused connection on another task (as a load balancer does) loses none.
-                assert client.failed == 0, f"failed requests during the drain, last: {client.seen[-5:]}"
+                for seen in (client, static):
+                    assert seen.failed == 0, f"failed requests during the drain, last: {seen.seen[-5:]}"
             if line.startswith("docker node ls"):
                 rows = sorted([w for w in row.split() if w != "*"][1:4] for row in output.splitlines()[1:])
                 assert rows == sorted([[manager, "Ready", "Active"], [worker, "Ready", "Active"]]), output

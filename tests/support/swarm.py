@@ -1,6 +1,7 @@
 """The generated compose.yaml deployed as a Docker Swarm stack, and what a stack leaves behind; where
 its tasks run (nodes(), tasks(), endpoints()) and a client balancing requests over them."""
 
+import collections
 import contextlib
 import json
 import re
@@ -113,18 +114,21 @@ def endpoints(service: str) -> list[tuple[str, int]]:
 
 class BalancingClient:
     """Requests to a service's tasks, in turn, from a thread, as a load balancer resolving the tasks
-    by DNS does: the set of endpoints refreshed every refresh seconds (a short TTL), each GET sent to
+    by DNS does: the set of endpoints refreshed every refresh seconds (a short TTL; None: never,
+    the endpoints of the start only, as a client configured with each published port), each GET sent to
     the next endpoint, and on a connection error (the task stopping: the request never reached an
     app) tried once on each other endpoint, as proxies do for idempotent requests.
 
     requests, failed (no endpoint answered 200), errors (connection errors, retried: what a client
-    without retries would have failed), seen (the last status or error of a failed request).
+    without retries would have failed), seen (the last status or error of a failed request),
+    answered ({node address: requests it answered}).
     """
 
-    def __init__(self, service: str, path: str, refresh: float = 0.5) -> None:
+    def __init__(self, service: str, path: str, refresh: float | None = 0.5) -> None:
         self.service, self.path, self.refresh = service, path, refresh
         self.requests = self.failed = self.errors = 0
         self.seen: list[str] = []
+        self.answered: collections.Counter[str] = collections.Counter()
         self._endpoints = endpoints(service)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._resolve), threading.Thread(target=self._send)]
@@ -140,7 +144,7 @@ class BalancingClient:
             thread.join()
 
     def _resolve(self) -> None:
-        while not self._stop.wait(self.refresh):
+        while self.refresh and not self._stop.wait(self.refresh):
             with contextlib.suppress(AssertionError):
                 self._endpoints = endpoints(self.service)
 
@@ -165,6 +169,7 @@ class BalancingClient:
                     last = f"{addr}:{port} {error!r}"
                     continue
                 last = f"{addr}:{port} {status}"
+                self.answered[addr] += 1
                 if status != 200:
                     self.failed += 1
                     self.seen.append(last)
