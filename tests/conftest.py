@@ -26,6 +26,7 @@ import pytest
 
 from tests.support.compose import Stack, compose, compose_env, remove_images
 from tests.support.docker import docker, docker_problem, unique
+from tests.support.polling import wait_until
 from tests.support.project import COMPLETE, TEMPLATE, answers_of, bake, run
 
 
@@ -59,9 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config_dirs.append(user_dir)
 
 
-# Session fixtures whose tests run on one worker, one after another: `swarm` (one swarm per engine)
-# and the stacks' images (each worker would build its own; the Swarm tests use both).
-ONE_WORKER = ("swarm", "database_service", "compose_service")
+# Session fixtures whose tests run on one worker, one after another: `swarm` and `swarm_nodes` (one
+# swarm per engine) and the stacks' images (each worker would build its own; the Swarm tests use both).
+ONE_WORKER = ("swarm", "swarm_nodes", "database_service", "compose_service")
 
 
 def worker_group(item: pytest.Item) -> str | None:
@@ -261,9 +262,23 @@ def service_stack(request) -> Iterator[Stack]:
         stack.remove()
 
 
+@contextlib.contextmanager
+def swarm_lock() -> Iterator[None]:
+    """Held while a test forms and uses a swarm of this engine: one at a time, across runs too."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".swarm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture
 def swarm() -> Iterator[None]:
     """A single-node swarm: initialised here if the engine is not in one, and left afterwards."""
+    with swarm_lock():
+        yield from _single_node_swarm()
+
+
+def _single_node_swarm() -> Iterator[None]:
     state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     if state == "active":
         if docker("info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() != "true":
@@ -279,3 +294,41 @@ def swarm() -> Iterator[None]:
         docker("swarm", "leave", "--force", check=False)
         if not had_gwbridge:
             docker("network", "rm", "docker_gwbridge", check=False)
+
+
+@pytest.fixture(scope="module")
+def swarm_nodes(request, docker_ready) -> Iterator[dict[str, str]]:
+    """Two engines, neither in a swarm, to be formed into one by the test: this one (the manager, at
+    FASTAPI_DOCKER_SWARM_ADVERTISE_ADDR for the other) and FASTAPI_DOCKER_SWARM_WORKER_HOST; the
+    registry both pull from: FASTAPI_DOCKER_SWARM_REGISTRY. Both leave whatever swarm they are in
+    afterwards, with what it made (labels, availability, overlay networks)."""
+    names = ("WORKER_HOST", "ADVERTISE_ADDR", "REGISTRY")
+    given = {name: os.environ.get(f"FASTAPI_DOCKER_SWARM_{name}", "") for name in names}
+    worker = ["--host", given["WORKER_HOST"]]
+    if not all(given.values()) or docker(*worker, "info", check=False).returncode != 0:
+        message = f"no second Docker engine to form a two-node swarm with (FASTAPI_DOCKER_SWARM_*: {given})"
+        if request.config.getoption("--require-docker"):
+            pytest.fail(message + "; it is required (--require-docker / REQUIRE_DOCKER=1)")
+        pytest.skip(message)
+    with swarm_lock():
+
+        def state() -> str:
+            return docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+
+        wait_until("this engine in no swarm (another test's)", state, "inactive".__eq__, 300, interval=2)
+        docker(*worker, "swarm", "leave", "--force", check=False)  # a run that was killed left it in one
+        had_gwbridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
+        try:
+            yield {
+                "worker_host": given["WORKER_HOST"],
+                "manager_addr": given["ADVERTISE_ADDR"],
+                "registry": given["REGISTRY"],
+                "manager": docker("info", "-f", "{{.Name}}").stdout.strip(),
+                "worker": docker(*worker, "info", "-f", "{{.Name}}").stdout.strip(),
+            }
+        finally:
+            docker(*worker, "swarm", "leave", "--force", check=False)
+            docker(*worker, "network", "rm", "docker_gwbridge", check=False)
+            docker("swarm", "leave", "--force", check=False)
+            if not had_gwbridge:
+                docker("network", "rm", "docker_gwbridge", check=False)

@@ -41,7 +41,7 @@ def test_compose_file_properties(complete):
     assert "version" not in compose_file, "the Compose specification has no `version:`"
     assert list(compose_file["services"]) == ["app"]
     app = compose_file["services"]["app"]
-    assert app["image"] == f"{expected['slug']}:${{TAG:-latest}}"
+    assert app["image"] == f"${{IMAGE:-{expected['slug']}}}:${{TAG:-latest}}"
     # The OCI build facts come from the environment (`make up` exports them), empty by default.
     assert app["build"] == {
         "context": ".",
@@ -62,9 +62,9 @@ def test_compose_file_properties(complete):
     assert "volumes" not in compose_file
     deploy = app["deploy"]
     assert deploy["replicas"] >= 2
-    assert deploy["update_config"]["order"] == "start-first"
+    assert deploy["update_config"]["order"] == "stop-first"  # keeps the replicas spread over nodes
     assert deploy["update_config"]["failure_action"] == "rollback"
-    assert deploy["rollback_config"]["order"] == "start-first"
+    assert deploy["rollback_config"]["order"] == "stop-first"
     limits, reservations = deploy["resources"]["limits"], deploy["resources"]["reservations"]
     assert float(limits["cpus"]) == expected["workers"]
     assert limits["memory"] == f"{128 * (expected['workers'] + 1)}M"

@@ -8,9 +8,9 @@ readonly DOCKERD_LOG=/var/log/dockerd-offline-env.log TRIXIE_APT_DIR=$STATE_DIR/
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
 server_version() { docker version -f '{{.Server.Version}}' 2>/dev/null || true; }
 
-engine_pids() {  # engine_pids NAME : the main engine's, not those of multiplatform.sh's dockerd beside it
+engine_pids() {  # engine_pids NAME : the main engine's, not those of multiplatform.sh's and nodes.sh's dockerds
   local pid
-  for pid in $(pgrep -x "$1"); do grep -qs multiplatform "/proc/$pid/cmdline" || echo "$pid"; done
+  for pid in $(pgrep -x "$1"); do grep -qs -e multiplatform -e swarm-worker "/proc/$pid/cmdline" || echo "$pid"; done
 }
 
 engine_installed() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # buildenv/env.sh - make this machine (Debian bookworm, as root) the offline Docker build environment of the
-# template's tests: engine.sh, mirror.sh, images.sh, multiplatform.sh, each left alone where it is in place.
+# template's tests: engine.sh, mirror.sh, images.sh, multiplatform.sh, nodes.sh, each left alone where it is in place.
 #   eval "$(bash scripts/buildenv/env.sh)"     provision what is missing, export the environment
 #   bash scripts/buildenv/env.sh --print-env   only print the export lines (no root, no changes)
 # stdout carries only `export NAME=value` lines; progress and errors go to stderr; failure exits non-zero.
@@ -21,6 +21,7 @@ print_env() {
   printf 'export FASTAPI_DOCKER_INDEX_URL=%s\nexport FASTAPI_DOCKER_BUILD_NETWORK=host\n' "$INDEX_URL"  # host: the mirror's
   if [[ -z ${SSL_CERT_FILE:-} && -r $CA_BUNDLE ]]; then printf 'export SSL_CERT_FILE=%s\n' "$CA_BUNDLE"; fi  # for uv
   bash "$HERE/multiplatform.sh" --print-env || true
+  bash "$HERE/nodes.sh" --print-env || true
 }
 
 case ${1:-} in
@@ -38,5 +39,6 @@ ensure_engine
 ensure_mirror
 ensure_images
 bash "$HERE/multiplatform.sh" >/dev/null || warn "no multi-platform builder (see above): its test cannot run"
+bash "$HERE/nodes.sh" >/dev/null || warn "no Swarm worker engine (see above): the multi-node Swarm test cannot run"
 log "ready; builds use --network host and the index $INDEX_URL"
 print_env >&3

@@ -14,11 +14,11 @@ from tests.support.net import free_port
 def compose_env(**variables: str) -> dict:
     """The environment of a user's shell, plus the mirror (if any) the way the README says, plus variables.
 
-    Variables the compose files read (INDEX_URL, BUILD_NETWORK, HOST_PORT, PROMETHEUS_PORT, TAG) and
-    COMPOSE_* come only from here, never from the caller's environment.
+    Variables the compose files read (INDEX_URL, BUILD_NETWORK, HOST_PORT, IMAGE, PROMETHEUS_PORT,
+    TAG) and COMPOSE_* come only from here, never from the caller's environment.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    for name in ("INDEX_URL", "BUILD_NETWORK", "HOST_PORT", "PROMETHEUS_PORT", "TAG"):
+    for name in ("INDEX_URL", "BUILD_NETWORK", "HOST_PORT", "IMAGE", "PROMETHEUS_PORT", "TAG"):
         env.pop(name, None)
     if os.environ.get(INDEX_URL_ENV):
         env["INDEX_URL"] = os.environ[INDEX_URL_ENV]
