@@ -63,25 +63,32 @@ def test_opentelemetry_brings_its_module_packages_and_readme_section(rendered, d
     root = rendered({**OTEL, "database": database})
     assert (root / "app/telemetry.py").is_file()
     main = (root / "app/main.py").read_text()
-    assert "telemetry.configure(app)" in main and "telemetry.serve_metrics()" in main
+    # FastAPI's own telemetry records the requests, on the providers telemetry.configure() sets.
+    assert "telemetry.configure()" in main and "telemetry=telemetry.FASTAPI" in main
+    assert "telemetry.serve_metrics()" in main
     assert ("telemetry.instrument_engine(" in main) == (database == "postgresql")
     # /ready's own database work is not traced, as its request is not.
     assert ("telemetry.untraced()" in main) == (database == "postgresql")
     assert '"trace_id"' in (root / "app/logs.py").read_text()
     direct = set((root / "requirements.in").read_text().split())
     assert {
-        "opentelemetry-sdk",
-        "opentelemetry-instrumentation-fastapi",
+        "fastapi[opentelemetry]",
         "opentelemetry-instrumentation-sqlalchemy",
-        "opentelemetry-exporter-otlp-proto-http",
         "opentelemetry-exporter-prometheus",
     } <= direct
+    # FastAPI's telemetry, not the contrib instrumentation's second middleware.
+    assert "opentelemetry-instrumentation-fastapi" not in direct
     runtime = set(re.findall(r"^([a-z0-9._-]+)==", (root / "requirements.txt").read_text(), re.M))
     base = set(re.findall(r"^([a-z0-9._-]+)==", (LOCK_FRAGMENTS / "base/requirements.txt").read_text(), re.M))
     added = runtime - base
     assert {"opentelemetry-sdk", "opentelemetry-exporter-prometheus", "prometheus-client"} <= added
     # OTLP over HTTP only: not the grpc exporter and its large native grpcio, not the distro.
-    assert not added & {"grpcio", "opentelemetry-exporter-otlp-proto-grpc", "opentelemetry-distro"}, added
+    assert not added & {
+        "grpcio",
+        "opentelemetry-exporter-otlp-proto-grpc",
+        "opentelemetry-distro",
+        "opentelemetry-instrumentation-fastapi",
+    }, added
     readme = (root / "README.md").read_text()
     assert "## Traces and metrics" in readme and "OTEL_EXPORTER_OTLP_ENDPOINT" in readme
     assert "/metrics" in readme and "\n\n\n" not in readme

@@ -76,12 +76,19 @@ class Detail(BaseModel):
     detail: str
 
 
+{% if cookiecutter.observability == "opentelemetry" -%}
+# Traces and metrics (app/telemetry.py), from the OTEL_* variables, recorded by FastAPI itself.
+telemetry.configure()
+{% endif -%}
 app = FastAPI(
     title="{{ cookiecutter.project_name }}",
     description="{{ cookiecutter.description }}",
     version=__version__,
     lifespan=lifespan,
     generate_unique_id_function=operation_id,
+{%- if cookiecutter.observability == "opentelemetry" %}
+    telemetry=telemetry.FASTAPI,
+{%- endif %}
 )
 app.add_middleware(
     logs.RequestLogMiddleware,
@@ -100,10 +107,6 @@ app.include_router(
         },
     },
 )
-{%- endif %}
-{%- if cookiecutter.observability == "opentelemetry" %}
-# Traces and metrics (app/telemetry.py), from the OTEL_* variables.
-telemetry.configure(app)
 {%- endif %}
 
 # At most this many problems in a 422: the answer stays small whatever the input.

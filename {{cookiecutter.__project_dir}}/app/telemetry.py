@@ -1,6 +1,9 @@
 """OpenTelemetry: traces and metrics of every request{% if cookiecutter.database == "postgresql" %} and database statement{% endif %}, configured only by the
 standard OTEL_* variables, so that any collector or vendor works without a code change.
 
+The requests' spans and metrics are FastAPI's own (`FastAPI(telemetry=...)`, with this module's
+FASTAPI settings): it records them once an SDK provider is set, which configure() does.
+
 - Service: OTEL_SERVICE_NAME (default: {{ cookiecutter.project_slug }}) and OTEL_RESOURCE_ATTRIBUTES
   (e.g. deployment.environment.name=production,service.version=1.2.0).
 - Sampling: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, read by the SDK (default: every trace
@@ -18,17 +21,18 @@ reader) that exports them: a slow or unreachable collector delays that thread, n
 
 import logging
 import os
+{%- if cookiecutter.database == "postgresql" %}
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+{%- endif %}
 
-from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 {%- if cookiecutter.database == "postgresql" %}
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-{%- endif %}
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+{%- endif %}
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -38,13 +42,14 @@ from prometheus_client import start_http_server
 {%- if cookiecutter.database == "postgresql" %}
 from sqlalchemy.ext.asyncio import AsyncEngine
 {%- endif %}
+from starlette.types import Scope
+
+from app.logs import PROBES
 
 logger = logging.getLogger(__name__)
 
 # The service's name when OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is unset.
 DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
-# Paths never traced: the probes, every few seconds from Docker, compose and Kubernetes (regexes).
-UNTRACED = "/health${% if cookiecutter.database == "postgresql" %},/ready${% endif %}"
 # The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
 PROTOCOL = "http/protobuf"
 
@@ -91,27 +96,31 @@ def resource() -> Resource:
     return detected
 
 
-@asynccontextmanager
-async def untraced() -> AsyncIterator[None]:
-    """No span within (a probe's own work, as its request has none): the instrumentations' off."""
-    with suppress_instrumentation():
-        yield
+def is_probe(scope: Scope) -> bool:
+    """The probes, every few seconds from Docker, compose and Kubernetes, under any root path."""
+    return scope["path"].removeprefix(scope.get("root_path", "")) in PROBES
 
 
-def configure(app: FastAPI) -> None:
-    """Traces and metrics for app, from the OTEL_* variables. A variable asking for what this
-    service does not ship stops it at startup with one line naming it (SystemExit)."""
+# FastAPI's telemetry (main.py): a server span per request (none for the probes) and the HTTP
+# metrics of OpenTelemetry's semantic conventions, by route template (bounded cardinality). No
+# span per dependency, endpoint and serialization: they multiply a request's cost and say little
+# the request's span does not. The exporters are configure()'s, not FastAPI's own from the
+# environment, which would add a second set to these providers.
+FASTAPI: TelemetryConfig = {"exclude": is_probe, "operation_spans": False, "auto_configure": False}
+
+
+def configure() -> None:
+    """The SDK's providers and exporters, from the OTEL_* variables. A variable asking for what
+    this service does not ship stops it at startup with one line naming it (SystemExit)."""
     try:
-        set_up(app)
+        set_up()
     except TelemetryConfigError as error:
         logger.critical("%s", error)
         raise SystemExit(1) from None
 
 
-def set_up(app: FastAPI) -> None:
-    # The HTTP semantic conventions' stable names (http.server.request.duration in seconds,
-    # http.route, http.response.status_code) rather than the instrumentation's older default.
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+def set_up() -> None:
+    """configure(), raising TelemetryConfigError."""
     service = resource()
     # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
     tracer_provider = TracerProvider(resource=service)
@@ -135,12 +144,6 @@ def set_up(app: FastAPI) -> None:
     if "prometheus" in chosen:
         readers.append(PrometheusMetricReader())  # read on each scrape of serve_metrics()' port
     metrics.set_meter_provider(MeterProvider(resource=service, metric_readers=readers))
-
-    # The server span of each request, the HTTP metrics by route template (bounded cardinality);
-    # no span per ASGI message (receive, send): they double a request's spans and say little.
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=UNTRACED, exclude_spans=["receive", "send"]
-    )
 
 
 def serve_metrics() -> None:
@@ -178,4 +181,11 @@ def instrument_engine(engine: AsyncEngine) -> None:
 def uninstrument_engine() -> None:
     """At shutdown: the next lifespan's engine (a test's) is instrumented anew."""
     SQLAlchemyInstrumentor().uninstrument()
+
+
+@asynccontextmanager
+async def untraced() -> AsyncIterator[None]:
+    """No span within (a probe's own work, as its request has none): the instrumentations' off."""
+    with suppress_instrumentation():
+        yield
 {%- endif %}

@@ -13,9 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-{%- if cookiecutter.observability == "opentelemetry" %}
-from fastapi import FastAPI
-{%- endif %}
 from fastapi.testclient import TestClient
 {%- if cookiecutter.observability == "opentelemetry" %}
 from opentelemetry import trace
@@ -559,7 +556,7 @@ def test_what_the_image_lacks_stops_it_with_one_line(monkeypatch, caplog, variab
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
     monkeypatch.setenv(variable, value)
     with pytest.raises(SystemExit):
-        telemetry.configure(FastAPI())
+        telemetry.configure()
     (line,) = [r.getMessage() for r in caplog.records if r.name == "app.telemetry"]
     assert line.startswith(f"{variable}={value} is not supported")
 {%- endif %}
