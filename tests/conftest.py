@@ -165,6 +165,12 @@ def postgresql_venv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def answers_venv(tmp_path_factory) -> Callable[..., Path]:
+    """answers_venv(**answers): a venv with the dev lock of a project of these answers."""
+    return lambda **answers: service_venv(tmp_path_factory, **answers)
+
+
+@pytest.fixture(scope="session")
 def rendered(cookies_session) -> Callable[[dict], Path]:
     """rendered(answer_set): the project of that answer set, baked by pytest-cookies once per run.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hooks import load_hook
-from tests.support.project import COMPLETE, LOCK_FRAGMENTS, cookiecutter_cli
+from tests.support.project import COMPLETE, LOCK_FRAGMENTS, bake, cookiecutter_cli, make
 
 OTEL = {"observability": "opentelemetry"}
 # Answer sets whose `none` projects are searched for a trace of the option.
@@ -132,3 +132,19 @@ def test_the_requires_rule(tmp_path, answers, refused):
         if refused
         else []
     )
+
+
+@pytest.mark.parametrize("database", ["none", "postgresql"])
+def test_the_generated_project_lints_and_tests_its_telemetry(tmp_path_factory, answers_venv, database):
+    """The service tier for the option: the project's own `make lint test` (its telemetry tests
+    among them: the caller's trace kept, log lines joined, probes untraced, one series per route)."""
+    answers = {**OTEL, "database": database}
+    venv = answers_venv(**answers)
+    project = bake(tmp_path_factory.mktemp("otel-make"), **answers)
+    result = make(project, venv, "lint", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests = re.findall(r"^def (test_\w+)", (project / "tests/test_main.py").read_text(), re.M)
+    telemetry = [name for name in tests if "trace" in name or "metrics" in name]
+    assert len(telemetry) >= 5, telemetry
+    passed = int(re.search(r"(\d+) passed", result.stdout)[1])
+    assert passed >= len(tests) and " failed" not in result.stdout, result.stdout[-2000:]

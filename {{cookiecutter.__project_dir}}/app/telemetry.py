@@ -21,6 +21,7 @@ reader) that exports them: a slow or unreachable collector delays that thread, n
 
 import logging
 import os
+import time
 {%- if cookiecutter.database == "postgresql" %}
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
 # The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
 PROTOCOL = "http/protobuf"
+
+
+class OncePerMinute(logging.Filter):
+    """At most one record a minute: the SDK's batch processor warns for every span it drops while
+    its queue is full (a collector down or slow), which would be a line per request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = -60.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self.last < 60:
+            return False
+        self.last = now
+        return True
 
 
 class TelemetryConfigError(RuntimeError):
@@ -124,8 +141,10 @@ def set_up() -> None:
     service = resource()
     # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
     tracer_provider = TracerProvider(resource=service)
-    # A collector that is down: one error line per failed export, not a warning per retry too.
+    # A collector that is down: one error line per failed export, not a warning per retry too,
+    # and one line a minute about the spans dropped meanwhile, not one per span.
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR)
+    logging.getLogger("opentelemetry.sdk._shared_internal").addFilter(OncePerMinute())
     chosen = exporters("OTEL_TRACES_EXPORTER", "otlp", {"otlp", "none"})
     if "otlp" in chosen and otlp_endpoint("TRACES"):
         # Imported only when used: requests and protobuf are loaded by an exporting service only.

@@ -548,6 +548,12 @@ def test_nothing_is_exported_without_an_endpoint(monkeypatch) -> None:
     assert telemetry.otlp_endpoint("TRACES") == "http://collector:4318"
 
 
+def test_a_collector_down_is_one_line_a_minute_not_one_per_request() -> None:
+    once = telemetry.OncePerMinute()
+    records = [logging.makeLogRecord({"msg": "Queue full, dropping span."}) for _ in range(100)]
+    assert [once.filter(record) for record in records] == [True] + [False] * 99
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_TRACES_EXPORTER", "zipkin")],
