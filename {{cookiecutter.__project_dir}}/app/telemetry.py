@@ -138,6 +138,8 @@ def configure() -> None:
 
 def set_up() -> None:
     """configure(), raising TelemetryConfigError."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return  # no provider at all: FastAPI then skips its telemetry, which costs nothing
     service = resource()
     # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
     tracer_provider = TracerProvider(resource=service)
