@@ -165,12 +165,10 @@ def postgresql_venv(tmp_path_factory) -> Path:
     return service_venv(tmp_path_factory, database="postgresql")
 
 
-@pytest.fixture(scope="session", params=["none", "postgresql"])
-def opentelemetry_project(request, tmp_path_factory) -> tuple[Path, Path]:
-    """An `observability=opentelemetry` project of each database answer, and a venv with its dev lock."""
-    answers = {"observability": "opentelemetry", "database": request.param}
-    project = bake(tmp_path_factory.mktemp("opentelemetry"), **answers)
-    return project, service_venv(tmp_path_factory, **answers)
+@pytest.fixture(scope="session")
+def answers_venv(tmp_path_factory) -> Callable[..., Path]:
+    """answers_venv(**answers): a venv with the dev lock of a project of these answers."""
+    return lambda **answers: service_venv(tmp_path_factory, **answers)
 
 
 @pytest.fixture(scope="session")

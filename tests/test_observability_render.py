@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hooks import load_hook
-from tests.support.project import COMPLETE, LOCK_FRAGMENTS, cookiecutter_cli
+from tests.support.project import COMPLETE, LOCK_FRAGMENTS, bake, cookiecutter_cli, make
 
 OTEL = {"observability": "opentelemetry"}
 # Answer sets whose `none` projects are searched for a trace of the option.
@@ -63,6 +63,7 @@ def test_opentelemetry_brings_its_module_packages_and_readme_section(rendered, d
     root = rendered({**OTEL, "database": database})
     assert (root / "app/telemetry.py").is_file()
     main = (root / "app/main.py").read_text()
+    # FastAPI's own telemetry records the requests, on the providers telemetry.configure() sets.
     assert "telemetry.configure()" in main and "telemetry=telemetry.FASTAPI" in main
     assert "telemetry.serve_metrics()" in main and "telemetry.flush()" in main
     assert ("telemetry.instrument_engine(" in main) == (database == "postgresql")
@@ -71,17 +72,23 @@ def test_opentelemetry_brings_its_module_packages_and_readme_section(rendered, d
     assert '"trace_id"' in (root / "app/logs.py").read_text()
     direct = set((root / "requirements.in").read_text().split())
     assert {
-        "opentelemetry-sdk",
+        "fastapi[opentelemetry]",
         "opentelemetry-instrumentation-sqlalchemy",
-        "opentelemetry-exporter-otlp-proto-http",
         "opentelemetry-exporter-prometheus",
     } <= direct
+    # FastAPI's telemetry, not the contrib instrumentation's second middleware.
+    assert "opentelemetry-instrumentation-fastapi" not in direct
     runtime = set(re.findall(r"^([a-z0-9._-]+)==", (root / "requirements.txt").read_text(), re.M))
     base = set(re.findall(r"^([a-z0-9._-]+)==", (LOCK_FRAGMENTS / "base/requirements.txt").read_text(), re.M))
     added = runtime - base
     assert {"opentelemetry-sdk", "opentelemetry-exporter-prometheus", "prometheus-client"} <= added
     # OTLP over HTTP only: not the grpc exporter and its large native grpcio, not the distro.
-    assert not added & {"grpcio", "opentelemetry-exporter-otlp-proto-grpc", "opentelemetry-distro"}, added
+    assert not added & {
+        "grpcio",
+        "opentelemetry-exporter-otlp-proto-grpc",
+        "opentelemetry-distro",
+        "opentelemetry-instrumentation-fastapi",
+    }, added
     readme = (root / "README.md").read_text()
     assert "## Traces and metrics" in readme and "OTEL_EXPORTER_OTLP_ENDPOINT" in readme
     assert "/metrics" in readme and "\n\n\n" not in readme
@@ -125,3 +132,19 @@ def test_the_requires_rule(tmp_path, answers, refused):
         if refused
         else []
     )
+
+
+@pytest.mark.parametrize("database", ["none", "postgresql"])
+def test_the_generated_project_lints_and_tests_its_telemetry(tmp_path_factory, answers_venv, database):
+    """The service tier for the option: the project's own `make lint test` (its telemetry tests
+    among them: the caller's trace kept, log lines joined, probes untraced, one series per route)."""
+    answers = {**OTEL, "database": database}
+    venv = answers_venv(**answers)
+    project = bake(tmp_path_factory.mktemp("otel-make"), **answers)
+    result = make(project, venv, "lint", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests = re.findall(r"^def (test_\w+)", (project / "tests/test_main.py").read_text(), re.M)
+    telemetry = [name for name in tests if "trace" in name or "metrics" in name]
+    assert len(telemetry) >= 5, telemetry
+    passed = int(re.search(r"(\d+) passed", result.stdout)[1])
+    assert passed >= len(tests) and " failed" not in result.stdout, result.stdout[-2000:]

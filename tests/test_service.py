@@ -146,15 +146,6 @@ def test_postgresql_project_lints_and_tests_without_a_database(tmp_path, postgre
     assert "50 passed, 2 deselected" in result.stdout
 
 
-def test_opentelemetry_project_lints_and_tests(opentelemetry_project):
-    """The option's own unit tests (spans in memory, the caller's trace kept, metrics by route
-    template, its port, its configuration errors) pass through the project's Makefile."""
-    project, venv = opentelemetry_project
-    result = make(project, venv, "lint", "test")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert " passed, 2 deselected" in result.stdout and "failed" not in result.stdout, result.stdout
-
-
 def test_a_streamed_body_over_the_limit_is_refused_while_it_is_sent(tmp_path, postgresql_venv):
     """uvicorn serving POST /items (no database needed: the body is refused first): a chunked body
     (no Content-Length) past MAX_BODY_SIZE gets 413 while the rest of it is still to come."""

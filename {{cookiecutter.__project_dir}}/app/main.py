@@ -80,8 +80,7 @@ class Detail(BaseModel):
 
 
 {% if cookiecutter.observability == "opentelemetry" -%}
-# Traces and metrics (app/telemetry.py), from the OTEL_* variables: made by FastAPI's own
-# telemetry once the providers are set.
+# Traces and metrics (app/telemetry.py), from the OTEL_* variables, recorded by FastAPI itself.
 telemetry.configure()
 {% endif -%}
 app = FastAPI(

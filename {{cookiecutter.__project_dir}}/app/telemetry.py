@@ -1,6 +1,9 @@
 """OpenTelemetry: traces and metrics of every request{% if cookiecutter.database == "postgresql" %} and database statement{% endif %}, configured only by the
 standard OTEL_* variables, so that any collector or vendor works without a code change.
 
+The requests' spans and metrics are FastAPI's own (`FastAPI(telemetry=...)`, with this module's
+FASTAPI settings): it records them once an SDK provider is set, which configure() does.
+
 - Service: OTEL_SERVICE_NAME (default: {{ cookiecutter.project_slug }}) and OTEL_RESOURCE_ATTRIBUTES
   (e.g. deployment.environment.name=production,service.version=1.2.0).
 - Sampling: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, read by the SDK (default: every trace
@@ -19,16 +22,19 @@ reader) that exports them: a slow or unreachable collector delays that thread, n
 import logging
 import os
 import threading
+import time
+{%- if cookiecutter.database == "postgresql" %}
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+{%- endif %}
 
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 {%- if cookiecutter.database == "postgresql" %}
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-{%- endif %}
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+{%- endif %}
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -40,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 {%- endif %}
 from starlette.types import Scope
 
-from app import logs
+from app.logs import PROBES
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,22 @@ exporting: list[BatchSpanProcessor | PeriodicExportingMetricReader] = []
 FLUSH_SECONDS = 3
 # The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
 PROTOCOL = "http/protobuf"
+
+
+class OncePerMinute(logging.Filter):
+    """At most one record a minute: the SDK's batch processor warns for every span it drops while
+    its queue is full (a collector down or slow), which would be a line per request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = -60.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self.last < 60:
+            return False
+        self.last = now
+        return True
 
 
 class TelemetryConfigError(RuntimeError):
@@ -95,29 +117,21 @@ def resource() -> Resource:
     return detected
 
 
-@asynccontextmanager
-async def untraced() -> AsyncIterator[None]:
-    """No span within (a probe's own work, as its request has none): the instrumentations' off."""
-    with suppress_instrumentation():
-        yield
-
-
 def is_probe(scope: Scope) -> bool:
-    """A probe of Docker, compose or Kubernetes (under any root path): every few seconds."""
-    return scope["path"].removeprefix(scope.get("root_path", "")) in logs.PROBES
+    """The probes, every few seconds from Docker, compose and Kubernetes, under any root path."""
+    return scope["path"].removeprefix(scope.get("root_path", "")) in PROBES
 
 
-# FastAPI's own telemetry, given to FastAPI() in app/main.py: once providers are set (configure),
-# a server span for each request named by its route template, and the HTTP server metrics
-# (http.server.request.duration, http.server.active_requests) by route template, method and
-# status: bounded cardinality. Not for the probes. No spans for each request's dependencies,
-# endpoint and serialisation (operation_spans): three more spans a request, for little. Exporters
-# are configure()'s, from the variables below (FastAPI's auto_configure knows only OTLP).
+# FastAPI's telemetry (main.py): a server span per request (none for the probes) and the HTTP
+# metrics of OpenTelemetry's semantic conventions, by route template (bounded cardinality). No
+# span per dependency, endpoint and serialization: they multiply a request's cost and say little
+# the request's span does not. The exporters are configure()'s, not FastAPI's own from the
+# environment, which would add a second set to these providers.
 FASTAPI: TelemetryConfig = {"exclude": is_probe, "operation_spans": False, "auto_configure": False}
 
 
 def configure() -> None:
-    """The providers of traces and metrics, from the OTEL_* variables. A variable asking for what
+    """The SDK's providers and exporters, from the OTEL_* variables. A variable asking for what
     this service does not ship stops it at startup with one line naming it (SystemExit)."""
     try:
         set_up()
@@ -127,13 +141,18 @@ def configure() -> None:
 
 
 def set_up() -> None:
+    """configure(), raising TelemetryConfigError."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return  # no provider at all: FastAPI then skips its telemetry, which costs nothing
     service = resource()
     # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
-    # Shut down by flush() at the lifespan's end, not at exit (unbounded: a collector that is down
-    # would hold the process past Docker's grace period, to a SIGKILL).
+    # Not shut down at exit (that flush is unbounded: a collector that is down would hold the
+    # process past Docker's grace period, to a SIGKILL); flush() ends the lifespan instead.
     tracer_provider = TracerProvider(resource=service, shutdown_on_exit=False)
-    # A collector that is down: one error line per failed export, not a warning per retry too.
+    # A collector that is down: one error line per failed export, not a warning per retry too,
+    # and one line a minute about the spans dropped meanwhile, not one per span.
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR)
+    logging.getLogger("opentelemetry.sdk._shared_internal").addFilter(OncePerMinute())
     chosen = exporters("OTEL_TRACES_EXPORTER", "otlp", {"otlp", "none"})
     if "otlp" in chosen and otlp_endpoint("TRACES"):
         # Imported only when used: requests and protobuf are loaded by an exporting service only.
@@ -206,4 +225,11 @@ def instrument_engine(engine: AsyncEngine) -> None:
 def uninstrument_engine() -> None:
     """At shutdown: the next lifespan's engine (a test's) is instrumented anew."""
     SQLAlchemyInstrumentor().uninstrument()
+
+
+@asynccontextmanager
+async def untraced() -> AsyncIterator[None]:
+    """No span within (a probe's own work, as its request has none): the instrumentations' off."""
+    with suppress_instrumentation():
+        yield
 {%- endif %}

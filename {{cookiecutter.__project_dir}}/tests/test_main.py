@@ -558,6 +558,24 @@ def test_nothing_is_exported_without_an_endpoint(monkeypatch) -> None:
     assert telemetry.otlp_endpoint("TRACES") == "http://collector:4318"
 
 
+def test_otel_sdk_disabled_sets_no_provider(monkeypatch) -> None:
+    """FastAPI records nothing, at no cost, while no SDK provider is set."""
+    set_providers = []
+    monkeypatch.setattr(trace, "set_tracer_provider", set_providers.append)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    telemetry.configure()
+    assert set_providers == []
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    telemetry.configure()
+    assert len(set_providers) == 1
+
+
+def test_a_collector_down_is_one_line_a_minute_not_one_per_request() -> None:
+    once = telemetry.OncePerMinute()
+    records = [logging.makeLogRecord({"msg": "Queue full, dropping span."}) for _ in range(100)]
+    assert [once.filter(record) for record in records] == [True] + [False] * 99
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_TRACES_EXPORTER", "zipkin")],
