@@ -88,6 +88,15 @@ def test_compose_prometheus_scrapes_each_app_container_and_publishes_only_its_ui
     assert dockerfile == ["${UVICORN_PORT}", str(METRICS_PORT)]
 
 
+def test_compose_hands_the_shell_s_otlp_endpoint_to_the_app_and_none_to_the_stack(rendered):
+    """A developer's collector: OTEL_EXPORTER_OTLP_ENDPOINT from the shell reaches the app under
+    compose (empty when unset: nothing sent); the Swarm stack (compose.yaml) names none."""
+    root = rendered(OBSERVED)
+    app = load_yaml(root / "compose.override.yaml")["services"]["app"]
+    assert app["environment"] == {"OTEL_EXPORTER_OTLP_ENDPOINT": "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"}
+    assert "OTEL_" not in (root / "compose.yaml").read_text()
+
+
 def test_the_podmonitor_component_scrapes_the_pods_metrics_port(rendered, tmp_path):
     """An overlay adding k8s/monitoring renders valid objects: the base's and a PodMonitor of the
     Deployment's pods at their `metrics` port. kubernetes-validate has the schemas of Kubernetes'
