@@ -52,8 +52,10 @@ logger = logging.getLogger(__name__)
 
 # The service's name when OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is unset.
 DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
-# What sends to the collector (set_up adds to it); how long it gets at shutdown to send the rest.
+# What set_up() chose, for the lifespan: the OTLP exporters, which flush() gives FLUSH_SECONDS at
+# shutdown to send the rest, and the Prometheus reader, whose port serve_metrics() opens.
 exporting: list[BatchSpanProcessor | PeriodicExportingMetricReader] = []
+scraped: list[PrometheusMetricReader] = []
 FLUSH_SECONDS = 3
 # The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
 PROTOCOL = "http/protobuf"
@@ -145,7 +147,7 @@ def set_up() -> None:
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return  # no provider at all: FastAPI then skips its telemetry, which costs nothing
     service = resource()
-    # The SDK reads OTEL_TRACES_SAMPLER(_ARG), and OTEL_SDK_DISABLED (then it makes no span).
+    # The SDK reads OTEL_TRACES_SAMPLER(_ARG) itself.
     # Not shut down at exit (that flush is unbounded: a collector that is down would hold the
     # process past Docker's grace period, to a SIGKILL); flush() ends the lifespan instead.
     tracer_provider = TracerProvider(resource=service, shutdown_on_exit=False)
@@ -171,7 +173,8 @@ def set_up() -> None:
         exporting.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
         readers.append(exporting[-1])
     if "prometheus" in chosen:
-        readers.append(PrometheusMetricReader())  # read on each scrape of serve_metrics()' port
+        scraped.append(PrometheusMetricReader())  # read on each scrape of serve_metrics()' port
+        readers.append(scraped[-1])
     provider = MeterProvider(resource=service, metric_readers=readers, shutdown_on_exit=False)
     metrics.set_meter_provider(provider)
 
@@ -192,12 +195,9 @@ def flush() -> None:
 
 def serve_metrics() -> None:
     """The Prometheus text of the metrics on OTEL_EXPORTER_PROMETHEUS_HOST:PORT, path /metrics, in
-    a thread of its own. A port already taken (a second process) gets one warning, not a crash."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return
-    if "prometheus" not in exporters(
-        "OTEL_METRICS_EXPORTER", "otlp,prometheus", {"otlp", "prometheus", "none"}
-    ):
+    a thread of its own, if set_up() made a Prometheus reader. A port already taken (a second
+    process) gets one warning, not a crash."""
+    if not scraped:
         return
     host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0")  # noqa: S104 (a container's)
     port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
