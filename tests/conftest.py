@@ -253,11 +253,8 @@ def service_stack(request) -> Iterator[Stack]:
         stack = Stack(request.getfixturevalue("compose_service"), "v1", answer_set=request.param)
     else:
         stack = Stack(request.getfixturevalue("database_service"), "db", answer_set=request.param)
-    try:
-        stack.compose("up", "--wait")
+    with stack.up():
         yield stack
-    finally:
-        stack.remove()
 
 
 @contextlib.contextmanager

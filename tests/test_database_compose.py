@@ -45,14 +45,10 @@ def stack(database_service) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def running(database_service) -> Iterator[Stack]:
     """A Compose project up and healthy (`up --wait`), shared by the tests that only look at it."""
-    stack = Stack(database_service, "db")
-    try:
-        started = time.monotonic()
-        stack.compose("up", "--wait")
+    started = time.monotonic()
+    with Stack(database_service, "db").up() as stack:
         print(f"\ncompose up --wait with the database: {time.monotonic() - started:.1f} s")
         yield stack
-    finally:
-        stack.remove()
 
 
 def test_the_app_writes_and_reads_items_on_a_schema_that_matches_the_models(running):

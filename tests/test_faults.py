@@ -62,12 +62,8 @@ BALANCER_IDLE = 60  # seconds: AWS ALB's default idle timeout (it reuses idle up
 
 @pytest.fixture(scope="module")
 def stack(database_service) -> Iterator[Stack]:
-    stack = Stack(database_service, "db", SETTINGS)
-    try:
-        stack.compose("up", "--wait")
+    with Stack(database_service, "db", SETTINGS).up() as stack:
         yield stack
-    finally:
-        stack.remove()
 
 
 def ready(stack: Stack) -> Answer:

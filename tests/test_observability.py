@@ -138,11 +138,8 @@ def stack(otel_service, receiver) -> Iterator[Stack]:
         "ports": [f"127.0.0.1:{stack.metrics_port}:9464"],
     }
     Path(stack.files[-1]).write_text(json.dumps({"services": {"app": app}}))
-    try:
-        stack.compose("up", "--wait")
+    with stack.up():
         yield stack
-    finally:
-        stack.remove()
 
 
 def hex_id(raw: bytes) -> str:

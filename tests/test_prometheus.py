@@ -187,12 +187,8 @@ def observed(request, tmp_path_factory, docker_ready) -> Iterator[Observed]:
     if request.param == "postgresql":
         made = run(["make", "--no-print-directory", "db-password.txt"], cwd=root)
         assert made.returncode == 0, made.stderr
-    stack = Observed(root, "obs", answer_set=request.param)
-    try:
-        stack.compose("up", "--build", "--wait", timeout=1200)
+    with Observed(root, "obs", answer_set=request.param).up("--build", timeout=1200) as stack:
         yield stack
-    finally:
-        stack.remove()
 
 
 ITEMS = 3  # items made, then read (GET /items/1 .. /items/ITEMS)

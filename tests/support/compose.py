@@ -1,10 +1,12 @@
 """`docker compose` run the way the generated README tells a user to, and what a project leaves behind."""
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.docker import INDEX_URL_ENV, NETWORK_ENV, docker, unique
@@ -91,6 +93,16 @@ class Stack:
             extra = Path(tempfile.mkdtemp(prefix=f"{self.project}-")) / "settings.yaml"
             extra.write_text(json.dumps({"services": {"app": {"environment": settings}}}))
             self.files = ["-f", "compose.yaml", "-f", "compose.override.yaml", "-f", str(extra)]
+
+    @contextlib.contextmanager
+    def up(self, *args: str, timeout: float = 600) -> Iterator["Stack"]:
+        """`docker compose up --wait ARGS` (healthy, or AssertionError with the output), and
+        everything it made removed afterwards, whatever happened."""
+        try:
+            self.compose("up", "--wait", *args, timeout=timeout)
+            yield self
+        finally:
+            self.remove()
 
     def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """`docker compose ARGS` of this project; AssertionError with its output if it fails."""
