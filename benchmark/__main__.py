@@ -6,7 +6,6 @@ not) to --out; --publish copies both to docs/benchmark-results/. What it creates
 removed at the end, also on failure."""
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -140,7 +139,7 @@ def prepare(variant: Variant, workdir: Path, port: int) -> tuple[Path, list[str]
 
 
 def benchmark(
-    settings: argparse.Namespace, argv: list[str], name: str, workdir: Path, stack: contextlib.ExitStack
+    settings: argparse.Namespace, argv: list[str], name: str, workdir: Path, collector: int
 ) -> None:
     if shutil.which("wrk") is None:
         raise BenchmarkError("wrk is not installed (Debian: apt-get install wrk)")
@@ -150,8 +149,7 @@ def benchmark(
     log(f"{name}: {len(VARIANTS)} variants x {settings.runs} run(s), {settings.duration:g} s of load each")
     built = [v.key for v in VARIANTS if not v.image_of]
     ports = dict(zip([*built, "dev"], free_ports(len(built) + 1, host="0.0.0.0"), strict=True))
-    metrics_port, collector = free_ports(1, host="0.0.0.0")[0], stack.enter_context(otlp_collector())
-    fill = {"metrics_port": metrics_port, "collector": collector}
+    fill = {"metrics_port": free_ports(1, host="0.0.0.0")[0], "collector": collector}
     planned = [v._replace(env={k: value.format(**fill) for k, value in v.env.items()}) for v in VARIANTS]
     contexts = {v.key: prepare(v, workdir, ports[v.key]) for v in VARIANTS if v.key in built}
     runs: dict[str, list[dict]] = {v.key: [] for v in VARIANTS}
@@ -186,8 +184,8 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fastapi-docker-bench-"))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the cleanup below runs
     try:
-        with contextlib.ExitStack() as stack:
-            benchmark(settings, argv, name, workdir, stack)
+        with otlp_collector() as collector:  # the OpenTelemetry variants' (EXPORT)
+            benchmark(settings, argv, name, workdir, collector)
         return 0
     except (BenchmarkError, AssertionError, ValueError) as error:  # DockerError too
         log(f"FAILED: {type(error).__name__}: {error}")
