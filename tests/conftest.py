@@ -47,6 +47,7 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fast
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "docker: builds or runs images (needs a Docker engine)")
     config.addinivalue_line("markers", "slow: waits a minute or more on purpose (CI runs it too)")
+    config.addinivalue_line("markers", "stack: brings a compose stack up itself (runs with the stacks)")
     # Generation in tests skips the Docker preflight, except where a test asks for it.
     os.environ.setdefault("FASTAPI_DOCKER_PREFLIGHT", "off")
     # cookiecutter's user directories (replay files, clones) for the API calls of this run.
@@ -60,16 +61,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config_dirs.append(user_dir)
 
 
-# Session fixtures whose tests run on one worker, one after another: `swarm` and `swarm_nodes` (one
-# swarm per engine) and the stacks' images (each worker would build its own; the Swarm tests use both).
-ONE_WORKER = ("swarm", "swarm_nodes", "database_service", "compose_service")
+# Fixtures whose tests run on one worker, one after another: `swarm` and `swarm_nodes` (one swarm
+# per engine), the stacks' images (each worker would build its own; the Swarm tests use both), and
+# every compose stack: an engine joining or leaving a swarm breaks name resolution on the networks
+# made meanwhile (seen: a stack's `migrate` failing "failed to resolve host 'db'" for minutes after
+# the Swarm test's `swarm leave`). Tests that bring a stack up by other means are marked `stack`.
+ONE_WORKER = ("swarm", "swarm_nodes", "database_service", "compose_service", "otel_service", "observed")
 
 
 def worker_group(item: pytest.Item) -> str | None:
     """The xdist group of item: "stacks" if it uses a ONE_WORKER fixture, else its module and the
     parameters of its module-scoped fixtures (so that e.g. each image of test_image.py is built once)."""
     names = item.fixturenames
-    if any(name in names for name in ONE_WORKER):
+    if any(name in names for name in ONE_WORKER) or item.get_closest_marker("stack"):
         return "stacks"
     definitions = item._fixtureinfo.name2fixturedefs
     shared = [n for n in names if n in definitions and definitions[n][-1].scope in ("module", "class")]

@@ -84,6 +84,7 @@ def test_readme_walkthrough_works_as_written(tmp_path, cleanup):
     assert docker("image", "inspect", slug, check=False).returncode != 0  # `docker rmi` removed it
 
 
+@pytest.mark.stack
 def test_readme_database_walkthrough_works_as_written(tmp_path):
     """Run the README's database commands in order, with the project's own names and port; they say
     what the README says: the item written and read back, again after `down` and `up`; ready; the
