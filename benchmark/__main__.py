@@ -62,6 +62,7 @@ EXPORT = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:{collector}",
     "OTEL_METRIC_EXPORT_INTERVAL": "1000",
 }
+TRACED = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}  # every request traced, not only the callers'
 # TEST-NET-1 (RFC 5737): never routed, a collector whose packets vanish (the worst case: no refusal).
 DOWN = {**EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://192.0.2.1:4318"}
 VARIANTS = [
@@ -70,11 +71,25 @@ VARIANTS = [
     Variant("no_access_log", "defaults, access log off", {}, "default", {"UVICORN_ACCESS_LOG": "false"}),
     Variant("json_logs", "defaults, JSON logs", {}, "default", {"LOG_FORMAT": "json"}),
     Variant("bare", "defaults' image, bare FastAPI", {}, "default", command=("python", "-c", BARE_APP)),
-    # observability=opentelemetry, at its default sampling (every request traced): alone (spans made,
-    # metrics kept for a scrape), exporting to a collector, and with its collector unreachable.
-    Variant("otel", "OpenTelemetry, no collector", OTEL, env=METRICS_PORT),
-    Variant("otel_export", "OpenTelemetry, exporting", OTEL, "otel", {**METRICS_PORT, **EXPORT}),
-    Variant("otel_down", "OpenTelemetry, collector down", OTEL, "otel", {**METRICS_PORT, **DOWN}),
+    # observability=opentelemetry at its default sampling (a request is traced when its caller sampled
+    # it; wrk's requests have no traceparent): the metrics of every request, kept for a scrape. Then
+    # every request traced: alone, exporting to a collector, and with its collector unreachable.
+    Variant("otel", "OpenTelemetry, default sampling", OTEL, env=METRICS_PORT),
+    Variant("otel_traced", "OpenTelemetry, all traced", OTEL, "otel", {**METRICS_PORT, **TRACED}),
+    Variant(
+        "otel_export",
+        "OpenTelemetry, all traced, exporting",
+        OTEL,
+        "otel",
+        {**METRICS_PORT, **TRACED, **EXPORT},
+    ),  # noqa: E501
+    Variant(
+        "otel_down",
+        "OpenTelemetry, all traced, collector down",
+        OTEL,
+        "otel",
+        {**METRICS_PORT, **TRACED, **DOWN},
+    ),  # noqa: E501
 ]
 
 

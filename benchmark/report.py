@@ -57,6 +57,8 @@ def targets(variants: dict[str, dict], dev: dict) -> dict[str, tuple[float | Non
         return None if a is None or b is None or not base else 100 * (b - a) / base
 
     cpu = "cpu_us_per_request"
+    # The collector down against up, every request traced in both.
+    down_rps, down_p99 = ratio("rps", "otel_down", "otel_export"), ratio("p99_ms", "otel_down", "otel_export")
     errors = [numbers(v["runs"], "errors") for v in variants.values()]
     rows = [
         ("requests/s: defaults (log on) / tutorial (x)", ratio("rps", "default", "baseline"), ">=", 2.5),
@@ -68,16 +70,12 @@ def targets(variants: dict[str, dict], dev: dict) -> dict[str, tuple[float | Non
         ("request ids and the app's other layers: their share (%)", share("bare", "no_access_log"), "", 0),
         ("requests/s: access log off / on (x)", ratio("rps", "no_access_log"), "", 0),
         ("CPU time per request: defaults / tutorial (x)", ratio(cpu, "default", "baseline"), "", 0),
-        ("requests/s: OpenTelemetry exporting / defaults (x)", ratio("rps", "otel_export"), ">=", 0.85),
-        ("requests/s: OpenTelemetry, no collector / defaults (x)", ratio("rps", "otel"), ">=", 0.85),
-        ("requests/s: OpenTelemetry, collector down / defaults (x)", ratio("rps", "otel_down"), ">=", 0.85),
-        (
-            "p99: OpenTelemetry, collector down / exporting (x)",
-            ratio("p99_ms", "otel_down", "otel_export"),
-            "",
-            0,
-        ),
-        ("CPU time per request: OpenTelemetry exporting / defaults (x)", ratio(cpu, "otel_export"), "", 0),
+        ("requests/s: OpenTelemetry, default sampling / defaults (x)", ratio("rps", "otel"), ">=", 0.85),
+        ("CPU time per request: OpenTelemetry, default sampling / defaults (x)", ratio(cpu, "otel"), "", 0),
+        ("requests/s: OpenTelemetry, all traced / defaults (x)", ratio("rps", "otel_traced"), "", 0),
+        ("requests/s: OpenTelemetry, exporting / defaults (x)", ratio("rps", "otel_export"), "", 0),
+        ("requests/s: OpenTelemetry, collector down / exporting (x)", down_rps, ">=", 0.9),
+        ("p99: OpenTelemetry, collector down / exporting (x)", down_p99, "", 0),
         ("errors under load, every variant", sum(map(sum, errors)), "<=", 0),
         ("process start -> first 200 (s)", med("start_to_first_ok_s"), "<", 1),
         ("process start -> Docker `healthy` (s)", med("start_to_healthy_s"), "<", 1),

@@ -115,8 +115,9 @@ def test_targets_are_judged_on_the_medians_ratios():
         "json_logs": [{"cpu_us_per_request": 222}],
         "bare": [{"cpu_us_per_request": 100}],
         "otel": [{"rps": 250}],
+        "otel_traced": [{"rps": 200}],
         "otel_export": [{"rps": 220, "p99_ms": 30, "cpu_us_per_request": 250}],
-        "otel_down": [{"rps": 230, "p99_ms": 27}],
+        "otel_down": [{"rps": 190, "p99_ms": 27}],
     }
     dev = {"refused": 0, "saves_s": [0.5, 1.2, 0.4]}
     judged = targets({key: {"runs": value} for key, value in runs.items()}, dev)
@@ -134,11 +135,16 @@ def test_targets_are_judged_on_the_medians_ratios():
         "",
         "",
     )  # (150 - 100) / 200
-    assert judged["requests/s: OpenTelemetry exporting / defaults (x)"] == (0.8, ">= 0.85", "NO")  # 220 / 275
-    assert judged["requests/s: OpenTelemetry, no collector / defaults (x)"] == (
+    assert judged["requests/s: OpenTelemetry, exporting / defaults (x)"] == (0.8, "", "")  # 220 / 275
+    assert judged["requests/s: OpenTelemetry, default sampling / defaults (x)"] == (
         pytest.approx(250 / 275),
         ">= 0.85",
         "yes",
+    )
+    assert judged["requests/s: OpenTelemetry, collector down / exporting (x)"] == (
+        pytest.approx(190 / 220),
+        ">= 0.9",
+        "NO",
     )
     assert judged["p99: OpenTelemetry, collector down / exporting (x)"] == (0.9, "", "")  # 27 / 30
     assert judged["dev loop: save -> new response served, median (s)"] == (0.5, "< 1", "yes")

@@ -255,6 +255,9 @@ def test_an_unreachable_collector_leaves_requests_answered(otel_service, hung_co
         "--add-host", "host.docker.internal:host-gateway",
         "--env", f"OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}",
         "--env", "OTEL_BSP_SCHEDULE_DELAY=100", "--env", "OTEL_METRIC_EXPORT_INTERVAL=500",
+        # Every request traced (the default traces only what callers sampled): the most spans to
+        # queue, drop and fail to export.
+        "--env", "OTEL_TRACES_SAMPLER=parentbased_always_on",
         f"{otel_service.name}:otel",
     )  # fmt: skip
     try:

@@ -63,8 +63,10 @@ def test_opentelemetry_brings_its_module_packages_and_readme_section(rendered, d
     root = rendered({**OTEL, "database": database})
     assert (root / "app/telemetry.py").is_file()
     main = (root / "app/main.py").read_text()
-    # FastAPI's own telemetry records the requests, on the providers telemetry.configure() sets.
+    # RequestTelemetry records the requests, on the providers telemetry.configure() sets; FastAPI's
+    # own telemetry, which turns itself on with those providers, is off.
     assert "telemetry.configure()" in main and "telemetry=telemetry.FASTAPI" in main
+    assert "app.add_middleware(telemetry.RequestTelemetry)" in main
     assert "telemetry.serve_metrics()" in main and "telemetry.flush()" in main
     assert ("telemetry.instrument_engine(" in main) == (database == "postgresql")
     # /ready's own database work is not traced, as its request is not.
@@ -72,12 +74,15 @@ def test_opentelemetry_brings_its_module_packages_and_readme_section(rendered, d
     assert '"trace_id"' in (root / "app/logs.py").read_text()
     direct = set((root / "requirements.in").read_text().split())
     assert {
-        "fastapi[opentelemetry]",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
         "opentelemetry-instrumentation-sqlalchemy",
         "opentelemetry-exporter-prometheus",
     } <= direct
-    # FastAPI's telemetry, not the contrib instrumentation's second middleware.
+    # Not the contrib instrumentation's middleware (RequestTelemetry does what it would), nor
+    # FastAPI's extra for its own telemetry.
     assert "opentelemetry-instrumentation-fastapi" not in direct
+    assert "fastapi[opentelemetry]" not in direct
     runtime = set(re.findall(r"^([a-z0-9._-]+)==", (root / "requirements.txt").read_text(), re.M))
     base = set(re.findall(r"^([a-z0-9._-]+)==", (LOCK_FRAGMENTS / "base/requirements.txt").read_text(), re.M))
     added = runtime - base

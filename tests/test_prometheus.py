@@ -90,10 +90,14 @@ def test_compose_prometheus_scrapes_each_app_container_and_publishes_only_its_ui
 
 def test_compose_hands_the_shell_s_otlp_endpoint_to_the_app_and_none_to_the_stack(rendered):
     """A developer's collector: OTEL_EXPORTER_OTLP_ENDPOINT from the shell reaches the app under
-    compose (empty when unset: nothing sent); the Swarm stack (compose.yaml) names none."""
+    compose (empty when unset: nothing sent), and every request is traced there unless the shell
+    says otherwise; the Swarm stack (compose.yaml) names neither: the image's defaults hold."""
     root = rendered(OBSERVED)
     app = load_yaml(root / "compose.override.yaml")["services"]["app"]
-    assert app["environment"] == {"OTEL_EXPORTER_OTLP_ENDPOINT": "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"}
+    assert app["environment"] == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "${OTEL_EXPORTER_OTLP_ENDPOINT:-}",
+        "OTEL_TRACES_SAMPLER": "${OTEL_TRACES_SAMPLER:-parentbased_always_on}",
+    }
     assert "OTEL_" not in (root / "compose.yaml").read_text()
 
 

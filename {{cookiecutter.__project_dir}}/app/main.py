@@ -80,7 +80,7 @@ class Detail(BaseModel):
 
 
 {% if cookiecutter.observability == "opentelemetry" -%}
-# Traces and metrics (app/telemetry.py), from the OTEL_* variables, recorded by FastAPI itself.
+# Traces and metrics (app/telemetry.py), from the OTEL_* variables.
 telemetry.configure()
 {% endif -%}
 app = FastAPI(
@@ -99,6 +99,10 @@ app.add_middleware(
     log_probes=settings.log_health_checks,
     max_body_size=settings.max_body_size,
 )
+{%- if cookiecutter.observability == "opentelemetry" %}
+# Outermost: the access line and everything the app does are within the request's span.
+app.add_middleware(telemetry.RequestTelemetry)
+{%- endif %}
 {%- if cookiecutter.database == "postgresql" %}
 app.include_router(
     items.router,

@@ -1,13 +1,18 @@
 """OpenTelemetry: traces and metrics of every request{% if cookiecutter.database == "postgresql" %} and database statement{% endif %}, configured only by the
 standard OTEL_* variables, so that any collector or vendor works without a code change.
 
-The requests' spans and metrics are FastAPI's own (`FastAPI(telemetry=...)`, with this module's
-FASTAPI settings): it records them once an SDK provider is set, which configure() does.
+RequestTelemetry (added in main.py) times every request for the duration histogram of
+OpenTelemetry's HTTP semantic conventions and gives the traced ones a server span; it does only
+that, on the SDK's API, at a third of FastAPI's own telemetry's cost (off: main.py says why).
 
 - Service: OTEL_SERVICE_NAME (default: {{ cookiecutter.project_slug }}) and OTEL_RESOURCE_ATTRIBUTES
   (e.g. deployment.environment.name=production,service.version=1.2.0).
-- Sampling: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, read by the SDK (default: every trace
-  whose caller did not decide otherwise; a caller's W3C traceparent is honoured and propagated).
+- Sampling: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, read by the SDK. The default here is
+  parentbased_always_off: a request is traced when its caller's W3C traceparent says it is sampled
+  (the load balancer, gateway, mesh or service in front decides, once for the whole trace), and
+  its trace is carried on. parentbased_traceidratio with OTEL_TRACES_SAMPLER_ARG=0.05 starts
+  traces here too, for 5 % of the requests without a caller; parentbased_always_on, for all of
+  them (compose.override.yaml, for development).
 - Export: over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT (or the _TRACES_ and _METRICS_ endpoints),
   with OTEL_EXPORTER_OTLP_HEADERS; without an endpoint nothing is sent (no retries, no log lines).
   OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER (a list of otlp, prometheus, none) choose.
@@ -29,7 +34,7 @@ from contextlib import asynccontextmanager
 {%- endif %}
 
 from fastapi.telemetry import TelemetryConfig
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 {%- if cookiecutter.database == "postgresql" %}
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
@@ -40,11 +45,14 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import DEFAULT_OFF
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import start_http_server
 {%- if cookiecutter.database == "postgresql" %}
 from sqlalchemy.ext.asyncio import AsyncEngine
 {%- endif %}
-from starlette.types import Scope
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.logs import PROBES
 
@@ -57,6 +65,21 @@ DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
 exporting: list[BatchSpanProcessor | PeriodicExportingMetricReader] = []
 scraped: list[PrometheusMetricReader] = []
 FLUSH_SECONDS = 3
+# The samplers OTEL_TRACES_SAMPLER can name here (the SDK's; it would take any other for its own
+# default, every request traced), and this service's default.
+SAMPLERS = {
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+}
+DEFAULT_SAMPLER = "parentbased_always_off"
+# Whether the sampler set_up() chose may trace a request that has no caller's traceparent: not the
+# default, so RequestTelemetry skips the SDK's span machinery for those (even a span that records
+# nothing costs a request about a tenth of its CPU time: docs/benchmark.md).
+starts_traces = True
 # The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
 PROTOCOL = "http/protobuf"
 
@@ -124,12 +147,21 @@ def is_probe(scope: Scope) -> bool:
     return scope["path"].removeprefix(scope.get("root_path", "")) in PROBES
 
 
-# FastAPI's telemetry (main.py): a server span per request (none for the probes) and the HTTP
-# metrics of OpenTelemetry's semantic conventions, by route template (bounded cardinality). No
-# span per dependency, endpoint and serialization: they multiply a request's cost and say little
-# the request's span does not. The exporters are configure()'s, not FastAPI's own from the
-# environment, which would add a second set to these providers.
-FASTAPI: TelemetryConfig = {"exclude": is_probe, "operation_spans": False, "auto_configure": False}
+# FastAPI's own telemetry, off: FastAPI turns it on as soon as an SDK provider is set (configure()
+# sets them), and it costs a request three times RequestTelemetry's (docs/benchmark.md): several
+# metric points and a span's worth of bookkeeping per request, sampled or not.
+FASTAPI: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
+def sampler_name() -> str:
+    """The sampler OTEL_TRACES_SAMPLER names (DEFAULT_SAMPLER when unset), one the SDK knows."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or DEFAULT_SAMPLER
+    if name not in SAMPLERS:
+        raise TelemetryConfigError(
+            f"OTEL_TRACES_SAMPLER={os.environ['OTEL_TRACES_SAMPLER']} is not supported: one of "
+            f"{', '.join(sorted(SAMPLERS))}"
+        )
+    return name
 
 
 def configure() -> None:
@@ -145,12 +177,16 @@ def configure() -> None:
 def set_up() -> None:
     """configure(), raising TelemetryConfigError."""
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return  # no provider at all: FastAPI then skips its telemetry, which costs nothing
+        return  # no provider at all: RequestTelemetry's calls do nothing
+    global starts_traces
     service = resource()
-    # The SDK reads OTEL_TRACES_SAMPLER(_ARG) itself.
+    # The SDK reads OTEL_TRACES_SAMPLER(_ARG) when set; unset, it would trace every request.
+    name = sampler_name()
+    sampler = DEFAULT_OFF if name == DEFAULT_SAMPLER else None
+    starts_traces = name not in {"parentbased_always_off", "always_off"}
     # Not shut down at exit (that flush is unbounded: a collector that is down would hold the
     # process past Docker's grace period, to a SIGKILL); flush() ends the lifespan instead.
-    tracer_provider = TracerProvider(resource=service, shutdown_on_exit=False)
+    tracer_provider = TracerProvider(resource=service, sampler=sampler, shutdown_on_exit=False)
     # A collector that is down: one error line per failed export, not a warning per retry too,
     # and one line a minute about the spans dropped meanwhile, not one per span.
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR)
@@ -210,6 +246,86 @@ def serve_metrics() -> None:
             port,
             error.strerror,
         )
+
+
+# The methods OpenTelemetry's HTTP conventions name as they are; any other is "_OTHER" (bounded
+# cardinality: a client cannot make a series per made-up method).
+METHODS = {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+# The conventions' advised buckets for http.server.request.duration, in seconds.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+
+
+def has_traceparent(scope: Scope) -> bool:
+    return any(name == b"traceparent" for name, _ in scope["headers"])
+
+
+class RequestTelemetry:
+    """Every request's duration in http.server.request.duration, by route template, method and
+    status (the request count, error count and latency of OpenTelemetry's HTTP conventions), and
+    a server span for the requests the sampler traces, the current span while the app answers
+    (statements' spans and log lines are the request's). Not the probes.
+
+    Plain ASGI, on the SDK's API: one histogram point, and a span only where one can be recorded.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.tracer = trace.get_tracer(__name__)
+        self.duration = metrics.get_meter(__name__).create_histogram(
+            "http.server.request.duration",
+            unit="s",
+            description="Duration of HTTP server requests.",
+            explicit_bucket_boundaries_advisory=BUCKETS,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_probe(scope):
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"] if scope["method"] in METHODS else "_OTHER"
+        attributes = {
+            "http.request.method": method,
+            "url.scheme": scope["scheme"],
+            "network.protocol.version": scope["http_version"],
+        }
+        span = token = None
+        if starts_traces or has_traceparent(scope):
+            parent = propagate.extract(Headers(scope=scope))  # the caller's W3C trace context
+            span_attributes = {**attributes, "url.path": scope["path"]}
+            span = self.tracer.start_span(method, parent, SpanKind.SERVER, span_attributes)
+            token = context.attach(trace.set_span_in_context(span, parent))
+        status = 500  # what the server answers when the app fails before responding
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception as error:
+            attributes["error.type"] = type(error).__qualname__
+            if span is not None:
+                span.record_exception(error)
+            raise
+        finally:
+            route = scope.get("route")  # the matched route, set by the router: none for a 404
+            if route is not None:
+                attributes["http.route"] = route.path
+            attributes["http.response.status_code"] = status
+            if status >= 500:
+                attributes.setdefault("error.type", str(status))
+            self.duration.record(time.perf_counter() - started, attributes)
+            if span is not None:
+                context.detach(token)
+                if span.is_recording():
+                    span.update_name(f"{method} {route.path}" if route is not None else method)
+                    span.set_attributes(attributes)
+                    if status >= 500:
+                        span.set_status(StatusCode.ERROR)
+                span.end()
 {%- if cookiecutter.database == "postgresql" %}
 
 

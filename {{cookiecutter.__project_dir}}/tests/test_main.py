@@ -3,11 +3,16 @@
 import io
 import json
 import logging
+{%- if cookiecutter.observability == "opentelemetry" %}
+import os
+{%- endif %}
 import re
 {%- if cookiecutter.database == "postgresql" or cookiecutter.observability == "opentelemetry" %}
 import socket
 {%- endif %}
 {%- if cookiecutter.observability == "opentelemetry" %}
+import subprocess
+import sys
 import urllib.request
 {%- endif %}
 from datetime import UTC, datetime
@@ -20,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
 {%- endif %}
 from pydantic import BaseModel, Field
@@ -480,16 +485,65 @@ def test_a_request_is_traced_in_its_caller_s_trace_and_its_log_lines_say_so(
     assert access["span_id"] == f"{server.context.span_id:016x}"
 
 
-def test_a_request_without_a_caller_starts_a_trace(spans) -> None:
+def test_by_default_a_request_is_traced_only_when_its_caller_sampled_it(spans, json_logs) -> None:
+    not_sampled = TRACEPARENT.removesuffix("-01") + "-00"
+    before = requests_served("/")
     client.get("/")
+    client.get("/", headers={"traceparent": not_sampled})
+    assert spans() == ()
+    assert requests_served("/") == before + 2  # counted all the same
+    first, second = [line for line in json_logs() if line["logger"] == "app.access"]
+    # The caller's trace goes on, unsampled, in the log line; no trace is made up for the first.
+    assert first["trace_id"] is None and second["trace_id"] == CALLER_TRACE
+
+
+def test_a_sampler_that_starts_traces_traces_requests_without_a_caller() -> None:
+    """OTEL_TRACES_SAMPLER is read once, at import: a process of its own."""
+    script = (
+        "from fastapi.testclient import TestClient\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "from app.main import app\n"
+        "finished = InMemorySpanExporter()\n"
+        "trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(finished))\n"
+        "TestClient(app).get('/')\n"
+        "(server,) = finished.get_finished_spans()\n"
+        "print(server.name, server.parent)\n"
+    )
+    environment = {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **environment},
+        cwd=Path(__file__).parent.parent,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["GET", "/", "None"]
+
+
+def test_a_failing_request_is_a_server_span_in_error_and_an_error_in_the_metrics(
+    spans, test_routes
+) -> None:
+    failing = TestClient(app, raise_server_exceptions=False)
+    assert failing.get("/test/fail", headers={"traceparent": TRACEPARENT}).status_code == 500
     (server,) = spans()
-    assert server.parent is None and server.context.trace_flags.sampled
+    assert server.name == "GET /test/fail" and server.status.status_code is StatusCode.ERROR
+    assert [event.name for event in server.events] == ["exception"]
+    (series,) = request_series("/test/fail")
+    assert series["error_type"] == "RuntimeError" and series["http_response_status_code"] == "500"
 
 
-def test_probes_are_not_traced(running, spans) -> None:
+def test_probes_are_neither_traced_nor_counted(running, spans) -> None:
     for path in logs.PROBES:
-        running.get(path)
+        running.get(path, headers={"traceparent": TRACEPARENT})
         running.head(path)
+        assert not request_series(path)
     assert spans() == ()
 
 
@@ -506,6 +560,17 @@ def request_series(route: str) -> list[dict[str, str]]:
         if sample.name == "http_server_request_duration_seconds_count"
         and sample.labels.get("http_route") == route
     ]
+
+
+def requests_served(route: str) -> float:
+    """How many requests route has answered, by the Prometheus registry."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == "http_server_request_duration_seconds_count"
+        and sample.labels.get("http_route") == route
+    )
 
 
 def test_request_metrics_are_by_route_template_not_path(test_routes) -> None:
@@ -559,7 +624,7 @@ def test_nothing_is_exported_without_an_endpoint(monkeypatch) -> None:
 
 
 def test_otel_sdk_disabled_sets_no_provider(monkeypatch) -> None:
-    """FastAPI records nothing, at no cost, while no SDK provider is set."""
+    """Nothing is recorded, at no cost, while no SDK provider is set."""
     set_providers = []
     monkeypatch.setattr(trace, "set_tracer_provider", set_providers.append)
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
@@ -578,7 +643,11 @@ def test_a_collector_down_is_one_line_a_minute_not_one_per_request() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_TRACES_EXPORTER", "zipkin")],
+    [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_TRACES_SAMPLER", "ratelimiting"),
+    ],
 )
 def test_what_the_image_lacks_stops_it_with_one_line(monkeypatch, caplog, variable, value) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
