@@ -1,5 +1,5 @@
-"""OpenTelemetry: traces and metrics of every request{% if cookiecutter.database == "postgresql" %} and database statement{% endif %}, configured only by the
-standard OTEL_* variables, so that any collector or vendor works without a code change.
+"""OpenTelemetry: the metrics of every request and the traces of the sampled ones, configured
+only by the standard OTEL_* variables, so that any collector or vendor works without a code change.
 
 RequestTelemetry (added in main.py) times every request for the duration histogram of
 OpenTelemetry's HTTP semantic conventions and gives the traced ones a server span; it does only
@@ -79,7 +79,7 @@ DEFAULT_SAMPLER = "parentbased_always_off"
 # Whether the sampler set_up() chose may trace a request that has no caller's traceparent: not the
 # default, so RequestTelemetry skips the SDK's span machinery for those (even a span that records
 # nothing costs a request about a tenth of its CPU time: docs/benchmark.md).
-starts_traces = True
+starts_traces = False
 # The only OTLP protocol this image speaks: grpc needs grpcio, a large native package.
 PROTOCOL = "http/protobuf"
 
