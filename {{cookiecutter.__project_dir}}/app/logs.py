@@ -106,7 +106,9 @@ def json_value(value: object) -> str:
         return repr(value)  # json's own form of both
     if value is None:
         return "null"
-    return encode(value)  # True, NaN, a list, a subclass, any other object
+    if type(value) is bool:
+        return "true" if value else "false"
+    return encode(value)  # NaN, the infinities, a list, a subclass, any other object
 
 
 class JsonFormatter(logging.Formatter):
