@@ -44,7 +44,7 @@ def project(request, tmp_path_factory) -> Path:
 def test_own_lint_and_tests_pass(project, venv):
     result = make(project, venv, "lint", "test")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "19 passed, 2 deselected" in result.stdout  # the container test waits for `make smoke`
+    assert "20 passed, 2 deselected" in result.stdout  # the container test waits for `make smoke`
 
 
 def test_make_help_lists_every_target(project, venv):
@@ -143,7 +143,7 @@ def test_postgresql_project_lints_and_tests_without_a_database(tmp_path, postgre
     project = bake(tmp_path, **DATABASE_ANSWER_SETS["postgresql"])
     result = make(project, postgresql_venv, "lint", "test")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "50 passed, 2 deselected" in result.stdout
+    assert "51 passed, 2 deselected" in result.stdout
 
 
 def test_a_streamed_body_over_the_limit_is_refused_while_it_is_sent(tmp_path, postgresql_venv):

@@ -17,6 +17,8 @@ import sys
 import time
 import uuid
 from contextvars import ContextVar
+from json.encoder import encode_basestring_ascii as json_string  # json's own escaping, in C
+from math import isfinite
 from urllib.parse import quote, quote_from_bytes
 
 {% if cookiecutter.observability == "opentelemetry" -%}
@@ -91,37 +93,62 @@ STANDARD |= {"trace_id", "span_id"}  # RequestIdFilter's, written beside request
 {%- endif %}
 
 
+# The json module's own writer, compact, for the values json_value leaves to it; default=str: an
+# object it has no form for is written as its str().
+encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def json_value(value: object) -> str:
+    """A value as `encode` writes it, the common kinds without its setup (most of its cost)."""
+    if type(value) is str:
+        return json_string(value)
+    if type(value) is int or type(value) is float and isfinite(value):
+        return repr(value)  # json's own form of both
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "true" if value else "false"
+    return encode(value)  # NaN, the infinities, a list, a subclass, any other object
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, request_id, the
     call's own fields, and a traceback as exc_info. The standard library's json and these few
-    lines instead of a formatter package: one dependency less. Written for the access log's rate:
-    one encoder for every line, compact separators (fewer bytes to the log pipe), and the date and
-    time worked out once a second (the fraction added per line)."""
+    lines instead of a formatter package: one dependency less.
 
-    encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
-    clock = (-1, "")  # (second, its date and time): one attribute, so threads never mix the two
+    Written for the access log's rate, one line a request: the line is put together from json's
+    own pieces (its string escaping, its number forms) rather than by encoding a dict, which costs
+    as much as the rest of the line; it is byte for byte what json.dumps writes for the same fields
+    (tests/test_main.py holds it to that). The date and time are worked out once a second."""
+
+    clock = (-1, "")  # (second, the line up to it): one attribute, so threads never mix the two
 
     def format(self, record: logging.LogRecord) -> str:
-        second, stamp = self.clock
+        second, start = self.clock
         if int(record.created) != second:
             second = int(record.created)
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self.clock = (second, stamp)
-        line = {
-            "time": f"{stamp}.{int(record.created % 1 * 1e6):06d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", None),
+            start = '{"time":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.clock = (second, start)
+        # The microseconds, cut as int() cuts (%-formatting: cheaper than an f-string's "06d").
+        line = '%s.%06dZ"' % (start, record.created % 1 * 1e6)  # noqa: UP031
+        fields = record.__dict__
+        line += (
+            f',"level":{json_value(record.levelname)},"logger":{json_value(record.name)}'
+            f',"message":{json_string(record.getMessage())}'
+            f',"request_id":{json_value(fields.get("request_id"))}'
 {%- if cookiecutter.observability == "opentelemetry" %}
-            "trace_id": getattr(record, "trace_id", None),
-            "span_id": getattr(record, "span_id", None),
+            f',"trace_id":{json_value(fields.get("trace_id"))}'
+            f',"span_id":{json_value(fields.get("span_id"))}'
 {%- endif %}
-        }
-        line.update((key, value) for key, value in vars(record).items() if key not in STANDARD)
+        )
+        # The call's own fields, in its order. One named time, level or logger comes again after
+        # the line's own: readers take the last, as json.loads does.
+        for key in fields:
+            if key not in STANDARD:
+                line += f",{json_string(key)}:{json_value(fields[key])}"
         if record.exc_info:
-            line["exc_info"] = self.formatException(record.exc_info)
-        return self.encode(line)
+            line += f',"exc_info":{json_string(self.formatException(record.exc_info))}'
+        return line + "}"
 
 
 def configure(settings: Settings) -> None:
