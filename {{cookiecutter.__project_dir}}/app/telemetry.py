@@ -3,7 +3,7 @@ only by the standard OTEL_* variables, so that any collector or vendor works wit
 
 RequestTelemetry (added in main.py) times every request for the duration histogram of
 OpenTelemetry's HTTP semantic conventions and gives the traced ones a server span; it does only
-that, on the SDK's API, at a third of FastAPI's own telemetry's cost (off: main.py says why).
+that, on the SDK's API, at a third of FastAPI's own telemetry's cost (FASTAPI, below: off).
 
 - Service: OTEL_SERVICE_NAME (default: {{ cookiecutter.project_slug }}) and OTEL_RESOURCE_ATTRIBUTES
   (e.g. deployment.environment.name=production,service.version=1.2.0).
