@@ -256,6 +256,7 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5
 
 
 def has_traceparent(scope: Scope) -> bool:
+    """Whether the request carries a caller's W3C trace context (sampled or not)."""
     return any(name == b"traceparent" for name, _ in scope["headers"])
 
 
