@@ -82,14 +82,14 @@ VARIANTS = [
         OTEL,
         "otel",
         {**METRICS_PORT, **TRACED, **EXPORT},
-    ),  # noqa: E501
+    ),
     Variant(
         "otel_down",
         "OpenTelemetry, all traced, collector down",
         OTEL,
         "otel",
         {**METRICS_PORT, **TRACED, **DOWN},
-    ),  # noqa: E501
+    ),
 ]
 
 

@@ -184,13 +184,7 @@ def test_readme_multi_node_walkthrough_spreads_updates_drains_and_rebalances(dat
                 assert stack_containers(worker_host, stack) == [], "tasks moved to the worker unasked"
                 assert placement(app) == [(manager, "running"), (manager, "running")]
             if line.startswith("docker service scale") and line.endswith("=2"):
-                wait_until(
-                    f"{app} spread again",
-                    lambda: versions(app),
-                    sorted([(manager, "0.2.0"), (worker, "0.2.0")]).__eq__,
-                    300,
-                    interval=1,
-                )
+                one_on_each_node(app, manager, worker, "spread again", 300)
             if line.startswith("docker stack rm"):
 
                 def left() -> list[str]:
@@ -256,6 +250,17 @@ def deployed(stack: str, manager: str, worker: str, compose_file: dict) -> dict:
     return item
 
 
+def one_on_each_node(app: str, manager: str, worker: str, what: str, timeout: float) -> None:
+    """Waits until app runs release 0.2.0 in two tasks, one on each node."""
+    wait_until(
+        f"{app}: {what}, one task on each node",
+        lambda: versions(app),
+        sorted([(manager, "0.2.0"), (worker, "0.2.0")]).__eq__,
+        timeout,
+        interval=1,
+    )
+
+
 def rolled_out(stack: str, manager: str, worker: str) -> None:
     """After the release's deploy: the rolling update completes, every task on the new version, one
     on each node."""
@@ -269,11 +274,5 @@ def rolled_out(stack: str, manager: str, worker: str) -> None:
 
     started = time.monotonic()
     wait_until(f"rolling update of {app}", update_state, "completed".__eq__, 300, interval=1)
-    wait_until(
-        f"{app}: every task on 0.2.0, one on each node",
-        lambda: versions(app),
-        sorted([(manager, "0.2.0"), (worker, "0.2.0")]).__eq__,
-        120,
-        interval=1,
-    )
+    one_on_each_node(app, manager, worker, "every task on 0.2.0", 120)
     print(f"\nrelease 0.2.0 rolled out on both nodes in {time.monotonic() - started:.1f} s")

@@ -154,8 +154,9 @@ FASTAPI: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def sampler_name() -> str:
-    """The sampler OTEL_TRACES_SAMPLER names (DEFAULT_SAMPLER when unset), one the SDK knows."""
-    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or DEFAULT_SAMPLER
+    """The sampler OTEL_TRACES_SAMPLER names (DEFAULT_SAMPLER when unset or empty), one the SDK
+    knows, read exactly as the SDK reads it (case aside): the SDK builds it from the variable."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").lower() or DEFAULT_SAMPLER
     if name not in SAMPLERS:
         raise TelemetryConfigError(
             f"OTEL_TRACES_SAMPLER={os.environ['OTEL_TRACES_SAMPLER']} is not supported: one of "

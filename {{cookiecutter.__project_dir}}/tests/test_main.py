@@ -609,10 +609,10 @@ async def thing(number: int) -> dict[str, int]:
     return {"number": number}
 
 
-def request_series(route: str) -> list[dict[str, str]]:
-    """The labels of each series of requests served by route, in the Prometheus registry."""
+def request_counts(route: str) -> list:
+    """The request count of each series of requests served by route, in the Prometheus registry."""
     return [
-        sample.labels
+        sample
         for metric in REGISTRY.collect()
         for sample in metric.samples
         if sample.name == "http_server_request_duration_seconds_count"
@@ -620,15 +620,14 @@ def request_series(route: str) -> list[dict[str, str]]:
     ]
 
 
+def request_series(route: str) -> list[dict[str, str]]:
+    """The labels of each series of requests served by route."""
+    return [sample.labels for sample in request_counts(route)]
+
+
 def requests_served(route: str) -> float:
-    """How many requests route has answered, by the Prometheus registry."""
-    return sum(
-        sample.value
-        for metric in REGISTRY.collect()
-        for sample in metric.samples
-        if sample.name == "http_server_request_duration_seconds_count"
-        and sample.labels.get("http_route") == route
-    )
+    """How many requests route has answered, in all its series."""
+    return sum(sample.value for sample in request_counts(route))
 
 
 def test_request_metrics_are_by_route_template_not_path(test_routes) -> None:
